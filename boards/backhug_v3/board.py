@@ -1,0 +1,70 @@
+# BackHug v3 main board (ESP32-S3, 8 MB flash). Plain data, read once at start-up and validated by
+# firmware/boardspec.py; the field reference is docs/boards.md. Pins are GPIO numbers.
+# Assumed wiring until the real schematic arrives (DESIGN section 2).
+
+_ROWS = 13
+_COLS = 2
+
+BOARD = {
+    "id": "backhug_v3",
+    "name": "BackHug v3 main board",
+    "mcu": "esp32s3",
+    "i2c": {"id": 0, "sda": 8, "scl": 9, "freq_hz": 400_000},
+    "pwm": {
+        # PCA9685 chips in finger order; 16 + 10 channels used.
+        "chips": (0x40, 0x41),
+        "freq_hz": 50,
+        "oe_pin": 21,  # active-low output enable shared by both chips: high = all outputs off
+    },
+    "fingers": {
+        "count": _ROWS * _COLS,
+        # finger index = row * cols + col; row 0 under the shoulder blades, col 0 left of the spine
+        "rows": _ROWS,
+        "cols": _COLS,
+        "regions": {"upper": (0, 4), "middle": (4, 9), "lower": (9, 13)},  # row ranges [start, end)
+        "channels": tuple((0x40, ch) for ch in range(16)) + tuple((0x41, ch) for ch in range(10)),
+        "stroke_um": 40_000,
+        "max_speed_um_s": 20_000,
+        # default calibration, replaced per finger by the factory: pulse width at 0 and full stroke
+        "pulse_us": (1000, 2000),
+    },
+    "force": {
+        "mux_select": (4, 5, 6, 7),  # S0..S3, shared by both 16:1 muxes
+        "adc": (1, 2),  # mux A output, mux B output
+        "settle_us": 10,
+        "channels": tuple((0, ch) for ch in range(16)) + tuple((1, ch) for ch in range(10)),
+        # raw readings are 12-bit; centinewtons = (raw - offset) * gain_q12 >> 12
+        "offset": 40,
+        "gain_q12": 25_000,
+    },
+    "legrest": {
+        "in1": 10,
+        "in2": 11,
+        "pwm_freq_hz": 20_000,
+        "duty_pct": 80,
+        "limit_top": 12,
+        "limit_bottom": 13,
+        "limit_active_low": True,
+        "current_adc": 3,
+        "current_full_scale_ma": 5_000,
+        "current_limit_ma": 2_500,
+        "travel_ms": 8_000,
+    },
+    "button": {
+        "pin": 14,
+        "active_low": True,
+        "debounce_ms": 5,
+        "long_ms": 3_000,
+        "very_long_ms": 10_000,
+    },
+    "led": {"r": 15, "g": 16, "b": 17},
+    "buzzer": {"pin": 18},
+    "watchdog_ms": 1_000,
+    "limits": {
+        "force_cap_cn": 15_000,
+        "contact_threshold_cn": 300,
+        "min_contacts": 8,
+    },
+    # target contact force per strength level 1..10, centinewtons
+    "strength_cn": (2_000, 3_000, 4_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000, 11_000),
+}
