@@ -27,6 +27,7 @@ REGIONS = (
 )
 USERS_MAX = const(5)
 KEEP_DEFAULT = const(30)
+KEEP_MAX = const(60)  # 60 records of the longest form stay inside the store's file limit
 DURATION_MAX_S = const(3600)  # the hard session cap (DESIGN section 5)
 STIFFNESS_MAX_CN_MM = const(100_000)  # 1000 N/mm: far above any back, below small-int range
 NAME_MAX = const(16)
@@ -101,8 +102,8 @@ class TensionHistory:
     def __init__(self, store, users=USERS_MAX, keep=KEEP_DEFAULT):
         if type(users) is not int or not 1 <= users <= USERS_MAX:
             raise ValueError("users: must be 1..%d" % USERS_MAX)
-        if type(keep) is not int or keep < 1:
-            raise ValueError("keep: must be a positive int")
+        if type(keep) is not int or not 1 <= keep <= KEEP_MAX:
+            raise ValueError("keep: must be 1..%d" % KEEP_MAX)
         self._store = store
         self.users = users
         self.keep = keep

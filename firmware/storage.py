@@ -106,6 +106,10 @@ def decode(data, schema=None):
         return None, "not JSON"
 
 
+def _errno(e):
+    return e.args[0] if e.args else "?"
+
+
 def _check_name(name):
     # Plain file names only: no directories, no suffix of our own.
     if type(name) is not str or not 0 < len(name) <= _NAME_MAX:
@@ -155,6 +159,8 @@ class OsFs:
 
 
 class Store:
+    # Raises OSError only if root cannot be listed or created (no usable file system at all);
+    # everything after that reports problems instead of raising at boot.
     def __init__(self, root, fs=None, max_bytes=MAX_BYTES):
         self.root = root.rstrip("/") or "/"
         self.fs = fs if fs is not None else OsFs()
@@ -216,8 +222,11 @@ class Store:
             except OSError:
                 data = b""
             if decode(data)[1] is None:
-                self.fs.rename(tmp, path)
-                return
+                try:
+                    self.fs.rename(tmp, path)
+                    return
+                except OSError as e:
+                    self._note(name, "cannot restore .tmp: error %s" % _errno(e))
         self._discard(tmp)
 
     def _discard(self, path):
@@ -253,7 +262,7 @@ class Store:
             data = self._read(path)
         except OSError as e:
             # unreadable rather than bad: leave it in place for a later attempt
-            self._note(name, "read error %s" % (e.args[0] if e.args else "?"))
+            self._note(name, "read error %s" % _errno(e))
             return None
         obj, reason = decode(data, schema)
         if reason is None and check is not None:

@@ -131,6 +131,32 @@ def test_lost_counter_file_is_recovered_from_the_users_files(tmp_path):
     assert [p[0] for p in h3.problems] == ["session_seq"]
 
 
+def test_a_full_file_of_the_longest_records_fits_the_store(tmp_path):
+    root = str(tmp_path)
+    Store(root).save("session_seq", {"last": 10**9}, schema=hist.SCHEMA)
+    h = TensionHistory(Store(root), keep=hist.KEEP_MAX)
+    top = hist.STIFFNESS_MAX_CN_MM
+    longest = record(
+        duration_s=hist.DURATION_MAX_S,
+        area="a" * hist.NAME_MAX,
+        flow="f" * hist.NAME_MAX,
+        strength=10,
+        before=[top] * 6,
+        after=[top] * 6,
+    )
+    for _ in range(hist.KEEP_MAX + 1):
+        h.add(4, longest)
+    got = TensionHistory(Store(root), keep=hist.KEEP_MAX).get(4)
+    assert len(got) == hist.KEEP_MAX
+    assert got[-1]["seq"] == 10**9 + hist.KEEP_MAX + 1
+
+
+@pytest.mark.parametrize("kwargs", [{"users": 0}, {"users": 6}, {"keep": 0}, {"keep": 61}])
+def test_history_size_limits_are_enforced(tmp_path, kwargs):
+    with pytest.raises(ValueError, match="^" + next(iter(kwargs))):
+        TensionHistory(Store(str(tmp_path)), **kwargs)
+
+
 # --- refusing bad input -------------------------------------------------------------------------
 
 

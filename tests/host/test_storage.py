@@ -324,6 +324,19 @@ def test_incomplete_tmp_without_main_file_reads_as_missing(tmp_path):
     assert store.problems == []
 
 
+def test_a_tmp_that_cannot_be_restored_does_not_stop_the_boot(tmp_path):
+    root = str(tmp_path)
+    put_bytes(root, "x.tmp", storage.encode(NEW))
+
+    class RenameFails(OsFs):
+        def rename(self, old, new):
+            raise OSError(30, "EROFS")
+
+    store = Store(root, fs=RenameFails())
+    assert store.problems == [("x", "cannot restore .tmp: error 30")]
+    assert store.load("x") is None
+
+
 class PowerCut(Exception):
     pass
 
