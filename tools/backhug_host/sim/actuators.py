@@ -1,0 +1,184 @@
+"""Finger actuators and fingertip force sensors, as plain classes driven by time.
+
+Actuators. Each finger is a servo-type linear actuator: the pulse width it receives (from the
+PCA9685) selects a position through the finger's calibration (pulse_us_at_0, pulse_us_at_full),
+clamped to the stroke, and the finger travels there at the board's max_speed_um_s. Extending, it
+stops where the load on its tip would exceed its stall force (250 N by default); retracting is
+never hindered. Without a pulse (chip asleep, outputs disabled, channel off) the lead screw holds
+the finger where it is. Positions are integer nanometres and time advances in whole milliseconds,
+so a run is exactly repeatable: advancing n ms at once lands where n single steps would.
+
+Sensors. A sensor's raw 12-bit reading is offset + force_cn * 4096 / gain_q12 (the inverse of
+the firmware's (raw - offset) * gain_q12 >> 12), plus optional noise that is a pure function of
+(seed, finger, millisecond): reading twice in the same millisecond gives the same value, and the
+same run gives the same noise. The ADC presents it as 16 bits the way the ESP32 port scales it.
+Faults replace the reading: open (rail high), short (rail low), stuck (frozen at the value it had
+when the fault was injected), noisy (implausible jumps on about a third of the milliseconds).
+"""
+
+RAW_MAX = 4095
+STALL_N = 250.0
+SENSOR_FAULTS = ("open", "short", "stuck", "noisy")
+
+
+def raw_to_u16(raw):
+    # ESP32 port: read_u16() scales the 12-bit conversion to 0..65535; >> 4 gives it back exactly.
+    return raw * 65535 // RAW_MAX
+
+
+def _mix(x):
+    # splitmix64 finaliser: a cheap, well-spread hash for per-millisecond noise
+    x &= 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return x ^ (x >> 31)
+
+
+def noise_unit(seed, channel, t_ms):
+    """Deterministic noise in about -2..2 with unit-ish spread (sum of four uniforms)."""
+    h = _mix((seed * 0x9E3779B97F4A7C15) ^ (channel * 0xD1B54A32D192ED03) ^ (t_ms + 1))
+    total = 0
+    for _ in range(4):
+        total += h & 0xFFFF
+        h >>= 16
+    return (total / 65536.0 - 2.0) * 1.73  # 4 uniforms: variance 1/3 -> scale to ~1
+
+
+class FingerActuators:
+    """All fingers of a board. ``load`` is a Person, a Rig or Nobody (see person.py)."""
+
+    def __init__(self, board, load, pulse_cal=None, stall_n=STALL_N):
+        self.board = board
+        self.load = load
+        self.n = board.finger_count
+        self.stroke_nm = board.stroke_um * 1000
+        self.speed_nm_ms = board.max_speed_um_s  # um/s is nm/ms
+        self.pulse_cal = tuple(pulse_cal if pulse_cal is not None else board.pulse_cal)
+        self.pos_nm = [0] * self.n
+        self.target_nm = [None] * self.n  # None: no pulse, the finger holds
+        self.stall_n = [float(stall_n)] * self.n
+        self.stuck = [False] * self.n
+        self.max_force_n = [0.0] * self.n
+        self.travel_um = [0.0] * self.n  # total distance moved, both ways
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def pulse_to_nm(self, index, pulse_us):
+        p0, p1 = self.pulse_cal[index]
+        frac = (pulse_us - p0) / (p1 - p0)
+        frac = 0.0 if frac < 0.0 else 1.0 if frac > 1.0 else frac  # the mechanism's end stops
+        return int(round(frac * self.stroke_nm))
+
+    def command_pulse(self, index, pulse_us):
+        """The finger now receives pulse_us (None: no pulse at all)."""
+        self.target_nm[index] = None if pulse_us is None else self.pulse_to_nm(index, pulse_us)
+
+    def command_um(self, index, um):
+        """Command a position directly (tests of the mechanics without a PWM chip)."""
+        self.target_nm[index] = max(0, min(self.stroke_nm, int(round(um * 1000))))
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def set_stall(self, index, force_n):
+        self.stall_n[index] = float(force_n)
+
+    def set_stuck(self, index, stuck=True):
+        self.stuck[index] = stuck
+
+    # -- physics -------------------------------------------------------------------------------
+
+    def advance(self, ms):
+        """Move every finger for ms whole milliseconds."""
+        if ms <= 0:
+            return
+        step_max = self.speed_nm_ms * ms
+        load = self.load
+        for i in range(self.n):
+            target = self.target_nm[i]
+            pos = self.pos_nm[i]
+            if target is None or target == pos or self.stuck[i]:
+                continue
+            if target < pos:
+                new = max(target, pos - step_max)
+            else:
+                new = min(target, pos + step_max)
+                if load.force_n(i, new / 1000.0) > self.stall_n[i]:
+                    # stalls on the last millisecond boundary before the load reaches stall force
+                    lim = load.limit_um(i, self.stall_n[i])
+                    steps = int((lim * 1000.0 - pos) // self.speed_nm_ms) if lim is not None else 0
+                    new = pos + max(0, steps) * self.speed_nm_ms
+                    new = min(new, target)
+            if new == pos:
+                continue
+            load.press(i, pos / 1000.0, new / 1000.0)
+            self.travel_um[i] += abs(new - pos) / 1000.0
+            self.pos_nm[i] = new
+            f = load.force_n(i, new / 1000.0)
+            if f > self.max_force_n[i]:
+                self.max_force_n[i] = f
+
+    def moving(self):
+        for i in range(self.n):
+            t = self.target_nm[i]
+            if t is not None and t != self.pos_nm[i] and not self.stuck[i]:
+                return True
+        return False
+
+    # -- ground truth --------------------------------------------------------------------------
+
+    def pos_um(self, index):
+        return self.pos_nm[index] / 1000.0
+
+    def force_n(self, index):
+        f = self.load.force_n(index, self.pos_nm[index] / 1000.0)
+        if f > self.max_force_n[index]:
+            self.max_force_n[index] = f  # the load can change under a still finger
+        return f
+
+
+class ForceSensors:
+    """The fingertip force sensors as the ADC sees them (12-bit raw, then 16-bit)."""
+
+    def __init__(self, board, seed=0, noise_counts=0.7, force_cal=None):
+        self.n = board.finger_count
+        self.seed = seed
+        self.noise_counts = float(noise_counts)
+        self.force_cal = tuple(force_cal if force_cal is not None else board.force_cal)
+        self.fault = [None] * self.n
+        self.frozen = [0] * self.n
+        self.last_raw = [0] * self.n
+
+    def ideal_raw(self, index, force_n):
+        offset, gain_q12 = self.force_cal[index]
+        return offset + force_n * 100.0 * 4096.0 / gain_q12
+
+    def raw12(self, index, force_n, t_ms):
+        kind = self.fault[index]
+        if kind == "open":
+            raw = RAW_MAX
+        elif kind == "short":
+            raw = 0
+        elif kind == "stuck":
+            raw = self.frozen[index]
+        else:
+            x = self.ideal_raw(index, force_n)
+            if self.noise_counts:
+                x += self.noise_counts * noise_unit(self.seed, index, t_ms)
+            if kind == "noisy":
+                h = _mix(self.seed * 31 + index * 1_000_003 + t_ms * 7 + 0x5EED)
+                if h % 3 == 0:
+                    x = (h >> 8) % (RAW_MAX + 1)  # a loose wire: anything, any time
+            raw = int(round(x))
+            raw = 0 if raw < 0 else RAW_MAX if raw > RAW_MAX else raw
+        self.last_raw[index] = raw
+        return raw
+
+    def u16(self, index, force_n, t_ms):
+        return raw_to_u16(self.raw12(index, force_n, t_ms))
+
+    def inject(self, index, kind):
+        if kind is not None and kind not in SENSOR_FAULTS:
+            raise ValueError("sensor fault %r: one of %s" % (kind, SENSOR_FAULTS))
+        if kind == "stuck":
+            self.frozen[index] = self.last_raw[index]
+        self.fault[index] = kind
