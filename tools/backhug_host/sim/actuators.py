@@ -18,6 +18,7 @@ when the fault was injected), noisy (implausible jumps on about a third of the m
 
 RAW_MAX = 4095
 STALL_N = 250.0
+RELAX_GRID_MS = 100  # the load's stiffness is updated from the work done this often
 SENSOR_FAULTS = ("open", "short", "stuck", "noisy")
 
 
@@ -60,6 +61,7 @@ class FingerActuators:
         self.stuck = [False] * self.n
         self.max_force_n = [0.0] * self.n
         self.travel_um = [0.0] * self.n  # total distance moved, both ways
+        self.t_ms = 0  # time advanced so far (the relaxation grid is counted from here)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -89,8 +91,16 @@ class FingerActuators:
 
     def advance(self, ms):
         """Move every finger for ms whole milliseconds."""
-        if ms <= 0:
-            return
+        while ms > 0:
+            chunk = min(ms, RELAX_GRID_MS - self.t_ms % RELAX_GRID_MS)
+            self._move(chunk)
+            self.t_ms += chunk
+            ms -= chunk
+            if self.t_ms % RELAX_GRID_MS == 0:
+                self.load.relax()
+
+    def _move(self, ms):
+        # stiffness is constant within a chunk, so one step of ms equals ms steps of 1
         step_max = self.speed_nm_ms * ms
         load = self.load
         for i in range(self.n):

@@ -18,7 +18,8 @@ gentle 20-minute session relaxes it a few per cent and a strong one close to the
 
 The same interface is offered by the flat test rig (rig.py) and by ``Nobody`` (an empty device):
 ``present``, ``contact_um(i)``, ``force_n(i, pos_um)``, ``stiffness_n_mm(i)``,
-``press(i, from_um, to_um)`` (the finger moved: account the work), ``leg_load_n()``.
+``press(i, from_um, to_um)`` (the finger moved: account the work), ``relax()`` (apply the work
+to the stiffness), ``set_legrest(fraction)``, ``leg_load_n()``.
 """
 
 import math
@@ -209,16 +210,21 @@ class Person:
         return self._contact_um[index] + tissue_indent_um(self._k[index], force_n)
 
     def press(self, index, from_um, to_um):
-        """The finger moved from from_um to to_um: account the loading work, relax the tissue."""
+        """The finger moved from from_um to to_um: account the loading work (see relax())."""
         if not self.present or to_um <= from_um:
             return
         c = self._contact_um[index]
         w = tissue_work_j(self._k[index], from_um - c, to_um - c)
-        if w <= 0.0:
-            return
-        self.work_j[index] += w
-        relax = self._relax_max[index] * (1.0 - math.exp(-self.work_j[index] / RELAX_WORK_J))
-        self._k[index] = self.base_stiffness[index] * (1.0 - relax)
+        if w > 0.0:
+            self.work_j[index] += w
+
+    def relax(self):
+        """Let the work done so far relax the tissue. The actuators call this on a fixed time grid
+        (not after every movement), so the result does not depend on how time was chopped up."""
+        for i, w in enumerate(self.work_j):
+            if w > 0.0:
+                relax = self._relax_max[i] * (1.0 - math.exp(-w / RELAX_WORK_J))
+                self._k[i] = self.base_stiffness[i] * (1.0 - relax)
 
     def get_up(self):
         self.present = False
@@ -259,6 +265,9 @@ class Nobody:
         return 0.0
 
     def press(self, index, from_um, to_um):
+        pass
+
+    def relax(self):
         pass
 
     def leg_load_n(self):

@@ -38,6 +38,9 @@ class Rig:
     def press(self, index, from_um, to_um):
         pass  # steel does not relax
 
+    def relax(self):
+        pass
+
     def set_legrest(self, fraction):
         pass
 
