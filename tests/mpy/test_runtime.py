@@ -4,9 +4,9 @@
 
 import gc
 import sys
+from micropython import const
 
 import mpytest
-from micropython import const
 
 from firmware import runtime
 

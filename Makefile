@@ -1,0 +1,92 @@
+# BackHug firmware: host environment, the three test tiers, benchmarks and the simulator.
+# Needs only python3 (3.11+), node (20+) and make; everything else is installed locally
+# (.venv from pyproject.toml, node_modules from package-lock.json).
+
+SHELL := bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv node_modules test lint tier1 tier2 tier3 mpy bench sim clean distclean
+
+help:
+	@echo "make sim [ARGS=...]  run the simulator (python -m backhug_host.sim)"
+	@echo "make test            lint + tier 1 (CPython) + tier 2 (MicroPython wasm) + tier 3 (mpy-cross)"
+	@echo "make lint            ruff check"
+	@echo "make mpy             compile firmware/ and boards/ into build/mpy/"
+	@echo "make bench           benchmarks -> build/bench.json"
+	@echo "make venv            create .venv (also done on demand)"
+	@echo "make clean           remove build outputs; distclean also removes .venv and node_modules"
+
+# --- environments -------------------------------------------------------------------------------
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "need Python 3.11+, found " + sys.version.split()[0])'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+node_modules: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	@node -e 'const v = +process.versions.node.split(".")[0]; if (v < 20) { console.error("need node 20+, found " + process.version); process.exit(1) }'
+	npm ci --no-audit --no-fund
+	touch $@
+
+# --- tests --------------------------------------------------------------------------------------
+# `make test` runs every stage even when one fails, then prints one line per stage and fails if
+# any stage failed. Logs are kept in build/test/.
+
+test: $(VENV_STAMP) $(NODE_STAMP)
+	@mkdir -p build/test; status=0; \
+	stage() { local name=$$1; shift; echo "== $$name"; \
+	  if "$$@" 2>&1 | tee build/test/$$name.log; then echo ok > build/test/$$name.rc; \
+	  else echo FAILED > build/test/$$name.rc; status=1; fi; }; \
+	set -o pipefail; \
+	stage lint $(PY) -m ruff check --output-format=concise .; \
+	stage tier1 $(PY) -m pytest -q -p no:cacheprovider tests/host; \
+	stage tier2 node tests/mpy/run.mjs; \
+	stage tier3 $(PY) -m backhug_host.mpycheck; \
+	echo "== summary"; \
+	echo "lint:   $$(cat build/test/lint.rc)  $$(grep -E '^(Found|All checks)' build/test/lint.log | head -n 1)"; \
+	echo "tier 1: $$(cat build/test/tier1.rc)  $$(tail -n 1 build/test/tier1.log | tr -d '=')"; \
+	echo "tier 2: $$(cat build/test/tier2.rc)  $$(tail -n 1 build/test/tier2.log)"; \
+	echo "tier 3: $$(cat build/test/tier3.rc)  $$(tail -n 1 build/test/tier3.log)"; \
+	exit $$status
+
+lint: $(VENV_STAMP)
+	$(PY) -m ruff check .
+
+tier1: $(VENV_STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests/host
+
+tier2: $(NODE_STAMP)
+	node tests/mpy/run.mjs
+
+tier3: $(VENV_STAMP)
+	$(PY) -m backhug_host.mpycheck
+
+# --- build, benchmarks, simulator ---------------------------------------------------------------
+
+mpy: $(VENV_STAMP)
+	rm -rf build/mpy
+	$(PY) -m backhug_host.mpycheck --compile-only --out build/mpy
+
+bench: $(VENV_STAMP) $(NODE_STAMP)
+	$(PY) -m backhug_host.bench
+
+sim: $(VENV_STAMP)
+	$(PY) -m backhug_host.sim $(ARGS)
+
+clean:
+	rm -rf build .hypothesis .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -not -path './.venv/*' -not -path './node_modules/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) node_modules
