@@ -21,7 +21,7 @@ BOARD = {
         # finger index = row * cols + col; row 0 under the shoulder blades, col 0 left of the spine
         "rows": _ROWS,
         "cols": _COLS,
-        "regions": {"upper": (0, 4), "middle": (4, 9), "lower": (9, 13)},  # row ranges [start, end)
+        "regions": {"upper": (0, 4), "middle": (4, 9), "lower": (9, 13)},  # rows [start, end)
         "channels": tuple((0x40, ch) for ch in range(16)) + tuple((0x41, ch) for ch in range(10)),
         "stroke_um": 40_000,
         "max_speed_um_s": 20_000,
