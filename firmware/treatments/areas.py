@@ -29,9 +29,9 @@ def mask_from_bits(board, bits):
     if type(bits) is not int:
         raise ValueError("mask must be an integer bit mask, got %r" % (bits,))
     if bits <= 0:
-        raise ValueError("mask selects no finger" if bits == 0 else "mask must not be negative")
+        raise ValueError("no finger selected" if bits == 0 else "negative bit mask")
     if bits >> n:
-        raise ValueError("mask has bits beyond finger %d (this board has %d fingers)" % (n - 1, n))
+        raise ValueError("bits beyond finger %d (this board has %d fingers)" % (n - 1, n))
     mask = bytearray(n)
     for i in range(n):
         mask[i] = (bits >> i) & 1
