@@ -75,7 +75,11 @@ def test_timers_fire_in_order_at_their_exact_virtual_time(delays_ms):
     async def main():
         await asyncio.gather(*(sleeper(i, d) for i, d in enumerate(delays_ms)))
 
-    hostrt.run(main(), clock=clock, idle_grace_s=0)
+    previous = getattr(runtime, "_host", None)
+    try:
+        hostrt.run(main(), clock=clock, idle_grace_s=0)
+    finally:
+        runtime.install(previous)
     assert len(woke) == len(delays_ms)
     times = [t for t, _ in woke]
     assert times == sorted(times)

@@ -193,6 +193,14 @@ class VirtualLoop(asyncio.SelectorEventLoop):
     def _executor_job_done(self, _fut):
         self.pending_executor_jobs -= 1
 
+    async def shutdown_default_executor(self, *args):
+        # asyncio.Runner ends with this; it waits on a plain thread, so count it as real work.
+        self.pending_executor_jobs += 1
+        try:
+            await super().shutdown_default_executor(*args)
+        finally:
+            self.pending_executor_jobs -= 1
+
 
 def new_virtual_loop(clock=None, idle_grace_s=0.5):
     """A new VirtualLoop on `clock`; without one, a fresh VirtualClock is installed first."""
