@@ -8,6 +8,8 @@
 # extrapolates the line through that point and the crossing point back to zero force.
 # A crossing must hold for two consecutive ticks (one noisy sample does not end a finger's scan);
 # the finger waits in place while it is confirmed.
+# Each step starts from what targets_um holds (the previous command as finally written, after the
+# safety supervisor's clamp) and writes the new command there.
 
 from array import array
 
@@ -39,7 +41,6 @@ class ContourScan:
         self._min_contacts = board.min_contacts
         self.contact_um = array("l", [-1] * n)  # where contact began; -1 = no back above it
         self.mask = bytearray(n)  # 1 = finger found the back
-        self._pos = array("l", [0] * n)  # the height commanded last tick
         self._state = bytearray(n)
         self._low_pos = array("l", [-1] * n)  # first height with force above the low level
         self._low_cn = array("l", [0] * n)
@@ -49,7 +50,6 @@ class ContourScan:
         for i in range(self._n):
             self.contact_um[i] = -1
             self.mask[i] = 0
-            self._pos[i] = 0
             self._state[i] = _RISING
             self._low_pos[i] = -1
             self._low_cn[i] = 0
@@ -90,11 +90,12 @@ class ContourScan:
         low = self._low
         top = self._max
         state = self._state
-        pos = self._pos
         settled = True
         for i in range(self._n):
             st = state[i]
-            x = pos[i]
+            x = targets_um[i]
+            if x < 0:
+                x = 0
             if st == _NO_CONTACT:
                 x -= retract  # nothing above: back home at full speed
                 if x < 0:
@@ -125,7 +126,6 @@ class ContourScan:
                         if x > top:
                             x = top
                         settled = False
-            pos[i] = x
             targets_um[i] = x
         self.done = settled
         return settled

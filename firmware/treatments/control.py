@@ -19,8 +19,10 @@
 #   - the target moves at most board.max_speed_um_s * dt per step and stays in 0..stroke;
 #   - demand 0 returns the finger to its contact height minus a 2 mm clearance;
 #   - fingers without contact (contact_um -1) go home (0).
-# The position the law starts from is whatever targets_um holds on the first step after
-# set_contact() (the scan's last command), so the hand-over is smooth.
+# Each step starts from what targets_um holds: the command of the previous tick as it was finally
+# written (after the safety supervisor's clamp). So a supervisor retract is never undone by a
+# jump back, nothing winds up while a limit holds the finger, and the hand-over from the scan is
+# smooth.
 
 from array import array
 
@@ -46,23 +48,15 @@ class ForceControl:
         self._stroke = board.stroke_um
         self._retract = board.max_speed_um_s * _TICK_MS // 1000
         self.contact_um = array("l", [-1] * n)
-        self._pos = array("l", [0] * n)
-        self._fresh = True
 
     def set_contact(self, contact_um):
         for i in range(self._n):
             self.contact_um[i] = contact_um[i]
-        self._fresh = True
 
     def step(self, dt_ms, forces_cn, demand_cn, targets_um):
+        # targets_um: in, the previous command; out, this tick's command
         n = self._n
-        pos = self._pos
         stroke = self._stroke
-        if self._fresh:
-            self._fresh = False
-            for i in range(n):
-                x = targets_um[i]
-                pos[i] = 0 if x < 0 else (stroke if x > stroke else x)
         if dt_ms < 0:
             dt_ms = 0
         elif dt_ms > _DT_MAX_MS:
@@ -75,7 +69,11 @@ class ForceControl:
         touch = trust_cn >> 1
         contact = self.contact_um
         for i in range(n):
-            x = pos[i]
+            x = targets_um[i]
+            if x < 0:
+                x = 0
+            elif x > stroke:
+                x = stroke
             c = contact[i]
             f = forces_cn[i]
             if f >= cap:
@@ -124,5 +122,4 @@ class ForceControl:
                 x = 0
             elif x > stroke:
                 x = stroke
-            pos[i] = x
             targets_um[i] = x

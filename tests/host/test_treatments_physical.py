@@ -261,6 +261,27 @@ def test_every_step_stays_in_the_stroke_the_speed_and_retracts_over_the_cap(
             assert targets[i] <= start[i]  # no back above it: only ever towards home
 
 
+def test_a_retract_by_the_supervisor_is_not_undone_by_a_jump_back():
+    # the safety supervisor clamps the targets in place after the step (e.g. backs an over-force
+    # finger off 5 mm); the next step continues from there at the rate limit
+    back = Back([10_000] * N, [10.0] * N)
+    rig = Rig(SIM, back)
+    scan = contour.ContourScan(SIM)
+    _scan(rig, scan)
+    ctl = control.ForceControl(SIM)
+    ctl.set_contact(scan.contact_um)
+    demand = array("l", [8_000] * N)
+    for _ in range(200):
+        ctl.step(TICK_MS, rig.forces(), demand, rig.targets)
+        rig.move()
+    clamped = rig.targets[0] - 5_000
+    rig.targets[0] = clamped
+    for tick in range(1, 30):
+        rig.move()
+        ctl.step(TICK_MS, rig.forces(), demand, rig.targets)
+        assert rig.targets[0] <= clamped + tick * SIM.max_speed_um_s * TICK_MS // 1000
+
+
 def test_zero_demand_returns_to_just_below_the_contact_and_no_contact_goes_home():
     heights = [15_000] * N
     heights[3] = None
