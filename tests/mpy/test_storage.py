@@ -3,6 +3,8 @@
 
 import os
 
+import mpytest
+
 from firmware import history, storage
 from firmware.history import TensionHistory
 from firmware.storage import OsFs, Store
@@ -253,12 +255,9 @@ def test_history_refuses_bad_input_naming_the_field():
         (0, dict(_record(), seq=4), "seq"),
     ]
     for user, rec, field in cases:
-        try:
+        with mpytest.raises(ValueError) as e:
             h.add(user, rec)
-        except ValueError as e:
-            assert str(e).startswith(field), (field, str(e))
-        else:
-            raise AssertionError("accepted " + field)
+        assert str(e.value).startswith(field), (field, str(e.value))
     assert h.last_seq == 0
 
 
