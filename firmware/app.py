@@ -1,0 +1,201 @@
+# The device: builds the hardware from the board, wires the session, the supervisor and the
+# safe-stop funnel together, and runs the asyncio tasks (DESIGN section 3):
+#   control   100 Hz tick (firmware/controller.py)
+#   legrest   leg-rest control at 50 Hz
+#   button    stop / start / pairing-window events
+#   watchdog  feeds the hardware watchdog only while the control loop is on time and every task
+#             is alive; otherwise the watchdog resets the device, which boots into the safe state
+#   status    LED colour and buzzer
+# plus the services other modules attach (BLE, updates) through add_service().
+# A task that raises or returns triggers the safe-stop funnel and stops the watchdog feeding.
+
+import asyncio
+
+from firmware import boardspec, controller, hal, legrestctl, safestop, supervisor
+from firmware import session as ses
+from firmware.commands import Commands
+from firmware.drivers import button as btn
+from firmware.runtime import sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+WATCHDOG_FEED_MS = 100
+LEGREST_PERIOD_MS = 20
+STATUS_PERIOD_MS = 100
+
+# LED colour per session state (r, g, b), and the fault colour
+_STATE_COLOURS = (
+    (0, 0, 40),  # idle: dim blue
+    (0, 80, 80),  # scanning
+    (0, 80, 80),  # leg rest rising
+    (0, 120, 0),  # warm-up
+    (0, 160, 0),  # treating
+    (0, 120, 0),  # cool-down
+    (120, 80, 0),  # paused
+    (0, 80, 80),  # finishing
+)
+_FAULT_COLOUR = (200, 0, 0)
+
+
+class Device:
+    def __init__(self, board_id, hw=None, history=None):
+        # Building the hardware puts every output in its safe state first (hal.build).
+        self.board = boardspec.load(board_id)
+        self.hw = hw if hw is not None else hal.build(self.board)
+        self.safestop = safestop.SafeStop()
+        self.legrest = legrestctl.LegRestControl(self.hw.legrest)
+        self.session = ses.Session(self.board, self.legrest)
+        self.supervisor = supervisor.Supervisor(self.board, self.session, self.safestop)
+        self.controller = controller.Controller(self.hw, self.session, self.supervisor)
+        self.commands = Commands(self)
+        self.history = history
+        self.update_in_progress = False
+        self.crashed = None  # name of a task that died: no more watchdog feeding
+        self.last_result = None
+        self.services = []
+        self._tasks = []
+        self._press_began_idle = False
+        self.session.on_finished = self._finished
+        self.safestop.register("fingers", self._stop_fingers)
+        self.safestop.register("legrest", self._stop_legrest)
+        self.safestop.register("session", self._stop_session)
+        self.safestop.register("status", self._stop_status)
+
+    # -- safe-stop handlers: outputs first --------------------------------------------------------
+
+    def _stop_fingers(self, reason):
+        self.hw.fingers.home()
+
+    def _stop_legrest(self, reason):
+        self.legrest.stop()
+
+    def _stop_session(self, reason):
+        self.session.stop(ses.END_STOPPED if reason == "stop button" else reason)
+
+    def _stop_status(self, reason):
+        self.hw.led.set(*_FAULT_COLOUR)
+
+    def _finished(self, result):
+        self.last_result = result
+        if self.safestop.active and self.safestop.reason == "stop button":
+            # a user's stop is over once the session has wound down
+            self.safestop.clear()
+        if self.history is not None and result["tracked"]:
+            record = {
+                "duration_s": result["elapsed_ms"] // 1000,
+                "area": result["area"],
+                "flow": result["flow"],
+                "strength": result["strength"],
+                "before": result["before"],
+                "after": result["after"],
+            }
+            try:
+                self.history.add(result["user"], record)
+            except Exception as e:  # noqa: BLE001 - a full or broken flash must not stop the device
+                result["history_error"] = str(e)
+
+    def add_service(self, service):
+        # service: an object with `async run(device)`; its failure is treated like any task's
+        self.services.append(service)
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    async def _guard(self, name, coro):
+        try:
+            await coro
+            why = "task %s ended" % name
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure must end in the safe state
+            why = "task %s failed: %r" % (name, e)
+        self.crashed = name
+        self.safestop.trigger(why)
+
+    async def _control(self):
+        period = controller.PERIOD_MS
+        tick = self.controller.tick
+        next_ms = ticks_ms()
+        while True:
+            now = ticks_ms()
+            wait = ticks_diff(next_ms, now)
+            await sleep_ms(wait if wait > 0 else 0)
+            now = ticks_ms()
+            tick(now)
+            next_ms = ticks_add(next_ms, period)
+            if ticks_diff(now, next_ms) > period:
+                next_ms = ticks_add(now, period)  # overrun: don't catch up with a burst
+
+    async def _legrest(self):
+        s = self.session
+        while True:
+            goal = s.legrest_goal
+            if self.safestop.active and s.state != ses.FINISHING:
+                goal = legrestctl.HOLD
+            self.legrest.poll(goal, s.occupied)
+            await sleep_ms(LEGREST_PERIOD_MS)
+
+    async def _button(self):
+        b = self.hw.button
+        while True:
+            await b.flag.wait()
+            events = b.take()
+            s = self.session
+            if events & btn.PRESSED:
+                self._press_began_idle = s.state == ses.IDLE
+                if s.state != ses.IDLE and s.state != ses.FINISHING:
+                    self.safestop.trigger("stop button")
+            if events & btn.SHORT and self._press_began_idle and s.state == ses.IDLE:
+                if self.safestop.active:
+                    pass  # acknowledging latched faults arrives with the Safety issue
+                else:
+                    # lying down without the phone: a default session, never above level 3
+                    s.set_strength(min(s.strength, 3))
+                    self.commands.start()
+            if events & btn.LONG and self._press_began_idle:
+                for svc in self.services:
+                    if hasattr(svc, "open_pairing_window"):
+                        svc.open_pairing_window()
+            if events & btn.VERY_LONG and self._press_began_idle:
+                for svc in self.services:
+                    if hasattr(svc, "clear_bonds"):
+                        svc.clear_bonds()
+
+    async def _watchdog(self):
+        wd = self.hw.watchdog
+        wd.arm()
+        limit = 3 * controller.PERIOD_MS
+        while True:
+            last = self.controller._last_ms
+            on_time = last is not None and ticks_diff(ticks_ms(), last) <= limit
+            if on_time and self.crashed is None:
+                wd.feed()
+            await sleep_ms(WATCHDOG_FEED_MS)
+
+    async def _status(self):
+        led = self.hw.led
+        while True:
+            if not self.safestop.active:
+                led.set(*_STATE_COLOURS[self.session.state])
+            await sleep_ms(STATUS_PERIOD_MS)
+
+    def start_tasks(self):
+        jobs = [
+            ("control", self._control()),
+            ("legrest", self._legrest()),
+            ("button-input", self.hw.button.run()),
+            ("button", self._button()),
+            ("watchdog", self._watchdog()),
+            ("status", self._status()),
+        ]
+        for svc in self.services:
+            jobs.append((type(svc).__name__, svc.run(self)))
+        for name, coro in jobs:
+            self._tasks.append(asyncio.create_task(self._guard(name, coro)))
+
+    def cancel_tasks(self):
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+
+    async def run(self):
+        self.start_tasks()
+        while True:
+            await sleep_ms(1000)

@@ -1,0 +1,44 @@
+# One control tick (100 Hz), synchronous and allocation-free in steady state:
+#   read every force -> supervisor checks -> session computes targets -> supervisor clamps
+#   -> write both PWM chips (one burst each).
+# The asyncio task that paces it lives in firmware/app.py; keeping the tick itself synchronous
+# lets tests and the MicroPython heap benchmark drive it tick by tick.
+
+from firmware.runtime import const, ticks_diff
+
+PERIOD_MS = const(10)
+_MAX_STEP_MS = const(50)  # a late tick must not make the control law jump
+
+
+class Controller:
+    def __init__(self, hw, session, supervisor):
+        self.hw = hw
+        self.session = session
+        self.supervisor = supervisor
+        self.targets_um = hw.fingers.targets_um
+        self.forces_cn = None
+        self.ticks = 0
+        self.late_ticks = 0  # ticks that came more than one period late
+        self.worst_late_ms = 0
+        self._last_ms = None
+
+    def tick(self, now_ms):
+        last = self._last_ms
+        dt = PERIOD_MS if last is None else ticks_diff(now_ms, last)
+        self._last_ms = now_ms
+        if dt > 2 * PERIOD_MS:
+            self.late_ticks += 1
+            if dt - PERIOD_MS > self.worst_late_ms:
+                self.worst_late_ms = dt - PERIOD_MS
+        if dt > _MAX_STEP_MS:
+            dt = _MAX_STEP_MS
+        elif dt < 0:
+            dt = 0
+        forces = self.hw.forces.read()
+        self.forces_cn = forces
+        sup = self.supervisor
+        sup.check(dt, forces)
+        self.session.tick(dt, forces, self.targets_um)
+        sup.clamp(forces, self.targets_um)
+        self.hw.fingers.write()
+        self.ticks += 1
