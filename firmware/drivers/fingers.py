@@ -69,9 +69,10 @@ class FingerBank:
     def set_cal(self, i, pulse_us_at_0, pulse_us_at_full):
         # Factory calibration of one finger; takes effect at the next write().
         self._index(i)
+        period = self._chips[0].period_us() if self._div else 1_000_000
         for us in (pulse_us_at_0, pulse_us_at_full):
-            if not 500 <= us <= 2500:
-                raise ValueError("finger %d: pulse %d us outside 500..2500" % (i, us))
+            if not 500 <= us <= 2500 or us >= period:
+                raise ValueError("finger %d: pulse %d us outside 500..2500 or period" % (i, us))
         self._p0[i] = pulse_us_at_0
         self._dp[i] = pulse_us_at_full - pulse_us_at_0
 

@@ -96,6 +96,7 @@ class PCA9685:
             raise ValueError("PWM frequency %d Hz outside 24..1526" % freq_hz)
         prescale = (_OSC_HZ + 2048 * freq_hz) // (_COUNTS * freq_hz) - 1  # rounded
         self.prescale = 0
+        self._div = 0  # unusable until this init has succeeded
         self._write_byte(_MODE1, _MODE1_SLEEP | _MODE1_AI)
         self._write_byte(_PRESCALE, prescale)
         self._write_byte(_MODE2, _MODE2_OUTDRV)

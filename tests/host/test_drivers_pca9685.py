@@ -189,3 +189,13 @@ def test_any_pulse_out_of_range_raises(rig, us):
     with pytest.raises(ValueError):
         drv.set_pulse_us(7, us)
     assert list(drv.counts) == before
+
+
+def test_failed_reinit_leaves_the_chip_unusable(rig):
+    bus, chip, drv = ready(rig)
+    bus.inject(0x41, "nack", count=None)
+    with pytest.raises(DriverFault):
+        drv.init(50)
+    bus.clear()
+    with pytest.raises(DriverFault, match="before init"):
+        drv.write_all(1)
