@@ -117,12 +117,15 @@ def test_led_levels(world):
     led.init()
     led.set(255, 128, 0)
     assert [world.pwm_out(n).duty_u16 for n in (15, 16, 17)] == [65535, 128 * 257, 0]
-    assert led.rgb == (255, 128, 0)
+    assert tuple(led.rgb) == (255, 128, 0)
     with pytest.raises(ValueError):
         led.set(256, 0, 0)
     with pytest.raises(ValueError):
         led.set(0, -1, 0)
-    assert led.rgb == (255, 128, 0)
+    assert tuple(led.rgb) == (255, 128, 0)
+    changes = world.pwm_out(15).changes
+    led.set(255, 128, 0)  # unchanged: nothing written
+    assert world.pwm_out(15).changes == changes
     led.off()
     assert [world.pwm_out(n).duty_u16 for n in (15, 16, 17)] == [0, 0, 0]
 

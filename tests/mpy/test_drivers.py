@@ -232,3 +232,32 @@ def test_legrest_refuses_to_drive_into_closed_limit():
     assert (in1.duty, in2.duty) == (65535, 65535)  # braked
     assert lr.down() is True
     assert in1.duty == 0 and in2.duty > 0
+
+
+def test_status_led_and_leg_rest_poll_allocate_nothing():
+    # both run every few tens of ms from their tasks
+    from firmware.drivers import led
+
+    board = boardspec.load("sim")
+    sl = led.StatusLed(FakePwm(), FakePwm(), FakePwm())
+    sl.init()
+    top, bottom = FakePin(1), FakePin(1)
+    lr = legrest.LegRest(
+        FakePwm(),
+        FakePwm(),
+        top,
+        bottom,
+        FakeAdc((top,) * 4, array("H", bytes(32))),
+        board.legrest,
+    )
+    lr.init()
+    lr.up()
+    sl.set(0, 120, 0)
+    lr.poll()
+    gc.collect()
+    before = gc.mem_alloc()
+    for k in range(50):
+        sl.set(k, 120, 0)
+        lr.poll()
+    assert gc.mem_alloc() - before == 0
+    assert sl.rgb[0] == 49
