@@ -61,6 +61,7 @@ class FingerActuators:
         self.stuck = [False] * self.n
         self.max_force_n = [0.0] * self.n
         self.travel_um = [0.0] * self.n  # total distance moved, both ways
+        self.peak_nm = [0] * self.n  # highest position reached
         self.t_ms = 0  # time advanced so far (the relaxation grid is counted from here)
 
     # -- commands ------------------------------------------------------------------------------
@@ -123,6 +124,8 @@ class FingerActuators:
             load.press(i, pos / 1000.0, new / 1000.0)
             self.travel_um[i] += abs(new - pos) / 1000.0
             self.pos_nm[i] = new
+            if new > self.peak_nm[i]:
+                self.peak_nm[i] = new
             f = load.force_n(i, new / 1000.0)
             if f > self.max_force_n[i]:
                 self.max_force_n[i] = f
@@ -138,6 +141,11 @@ class FingerActuators:
 
     def pos_um(self, index):
         return self.pos_nm[index] / 1000.0
+
+    def place_um(self, index, um):
+        """Put a finger somewhere without moving it there (a state left by a reset mid-session)."""
+        self.pos_nm[index] = max(0, min(self.stroke_nm, int(round(um * 1000))))
+        self.peak_nm[index] = max(self.peak_nm[index], self.pos_nm[index])
 
     def force_n(self, index):
         f = self.load.force_n(index, self.pos_nm[index] / 1000.0)
