@@ -1,6 +1,8 @@
 """The simulated device: finger and leg-rest mechanics on their own, then assembled with the
 emulated chips behind the fake `machine` module."""
 
+import asyncio
+
 import pytest
 
 from backhug_host.sim.actuators import FingerActuators, ForceSensors, raw_to_u16
@@ -222,3 +224,238 @@ def test_raising_the_leg_rest_flattens_the_persons_lower_back(board):
     lr.set_inputs(board.legrest["duty_pct"] / 100, 0)
     lr.advance(7_000)
     assert person.contact_um(low) < before - 2_000
+
+
+# -- the assembled device: firmware drivers on the emulated chips, physics behind them -----------
+
+from backhug_host.emul import world as W  # noqa: E402
+from backhug_host.sim import faults  # noqa: E402
+from backhug_host.sim.device import SimDevice, WatchdogExpired  # noqa: E402
+from firmware.drivers import button as btn  # noqa: E402
+from firmware.drivers import legrest as lrd  # noqa: E402
+from firmware.runtime import sleep_ms  # noqa: E402
+
+
+@pytest.fixture
+def make_device(vclock):
+    previous = W._current
+
+    def make(person=None, board_id="sim", seed=0, **kw):
+        return SimDevice(board_id, person=person, seed=seed, clock=vclock, **kw)
+
+    yield make
+    W.install(previous)
+
+
+def settle(vclock, dev, ms):
+    vclock.advance_ms(ms)
+    dev.catch_up()
+
+
+def test_fingers_follow_the_firmware_through_the_emulated_pwm_chips(make_device, vclock):
+    dev = make_device()
+    hw = dev.build_hal()
+    hw.fingers.set_um(3, 10_000)
+    hw.fingers.set_um(20, 35_000)  # on the second chip
+    hw.fingers.write()
+    settle(vclock, dev, 250)
+    # 20 mm/s: 5 mm after a quarter second, then the targets (to one PWM count, ~0.2 mm)
+    assert dev.finger_um(3) == pytest.approx(5_000, abs=50)
+    settle(vclock, dev, 2_000)
+    pos = dev.positions_um()
+    assert pos[3] == pytest.approx(10_000, abs=250)
+    assert pos[20] == pytest.approx(35_000, abs=250)
+    # nobody else moved (home is within one PWM count of 0)
+    assert all(p < 100 for i, p in enumerate(pos) if i not in (3, 20))
+    hw.fingers.off()  # no pulses: the fingers hold where they are
+    hw.fingers.set_um(3, 0)
+    settle(vclock, dev, 1_000)
+    assert dev.finger_um(3) == pytest.approx(10_000, abs=250)
+
+
+def test_firmware_reads_the_true_force_through_mux_and_adc(make_device, vclock):
+    person_opts = {"height_cm": 180, "stiff": ("middle_left",)}
+    dev = make_device(person_opts)
+    hw = dev.build_hal()
+    contacts = dev.contacts_um()
+    for i in (0, 9, 25):
+        hw.fingers.set_um(i, int(contacts[i]) + 6_000)
+    hw.fingers.write()
+    settle(vclock, dev, 2_500)
+    cn = hw.forces.read()
+    truth = dev.forces_n()
+    for i in (0, 9, 25):
+        assert truth[i] > 20
+        assert cn[i] == pytest.approx(truth[i] * 100, abs=30)  # a few ADC counts
+    assert all(abs(cn[i]) < 30 for i in range(26) if i not in (0, 9, 25))
+
+
+def test_the_same_seed_replays_exactly(make_device, vclock):
+    def script(seed):
+        vclock.advance_ms(1_000)
+        dev = make_device({"weight_kg": 90}, seed=seed)
+        hw = dev.build_hal()
+        hw.fingers.set_um(5, 30_000)
+        hw.fingers.write()
+        out = []
+        for _ in range(40):
+            vclock.advance_ms(50)
+            out.append(tuple(hw.forces.read()))
+        return out, dev.positions_um()
+
+    a, pa = script(4)
+    b, pb = script(4)
+    c, _ = script(5)
+    assert a == b and pa == pb
+    assert a != c
+
+
+def test_leg_rest_through_the_driver_with_the_host_task(make_device, vrun):
+    dev = make_device({"weight_kg": 80})
+    hw = dev.build_hal()
+    lr = hw.legrest
+    seen = {}
+
+    async def main():
+        host = asyncio.create_task(dev.run())
+        t0 = dev.elapsed_ms()
+        assert lr.up()
+        while lr.poll() == lrd.MOVING_UP:
+            await sleep_ms(20)
+            if dev.legrest_position() > 0.5 and "ma" not in seen:
+                seen["ma"] = lr.current_ma()
+        seen["status"] = lr.poll()
+        seen["ms"] = dev.elapsed_ms() - t0
+        host.cancel()
+
+    vrun(main())
+    assert seen["status"] == lrd.REACHED_TOP
+    assert 5_900 <= seen["ms"] <= 6_200
+    assert 300 < seen["ma"] < hw.board.legrest["current_limit_ma"]
+    assert dev.legrest_position() == pytest.approx(1.0, abs=0.01)
+
+
+def test_limit_switch_closes_on_time_without_any_polling(make_device, vrun):
+    # nothing reads an ADC while waiting: only the host task can close the switch on time
+    dev = make_device()
+    hw = dev.build_hal()
+    edges = []
+    top = hw.board.legrest["limit_top"]
+    dev.world.pins.watch(top, lambda gpio, level: edges.append((dev.elapsed_ms(), level)))
+
+    async def main():
+        host = asyncio.create_task(dev.run())
+        hw.legrest.up()
+        await sleep_ms(7_000)
+        host.cancel()
+
+    vrun(main())
+    assert len(edges) == 1 and edges[0][1] == 0
+    assert 5_990 <= edges[0][0] <= 6_010
+
+
+def test_jammed_leg_rest_trips_the_drivers_over_current_stop(make_device, vrun):
+    dev = make_device({"weight_kg": 70})
+    hw = dev.build_hal()
+    dev.inject("jam:0.3")
+    result = {}
+
+    async def main():
+        host = asyncio.create_task(dev.run())
+        hw.legrest.up()
+        for _ in range(500):
+            await sleep_ms(20)
+            st = hw.legrest.poll()
+            if st != lrd.MOVING_UP:
+                break
+        result["status"] = st
+        host.cancel()
+
+    vrun(main())
+    assert result["status"] == lrd.OVERCURRENT
+    assert dev.legrest_position() == pytest.approx(0.3, abs=0.01)
+    assert dev.legrest.max_ma > hw.board.legrest["current_limit_ma"]
+
+
+def test_button_press_reaches_the_firmware_at_its_time(make_device, vrun):
+    dev = make_device()
+    hw = dev.build_hal()
+    dev.inject("button:500+100")
+    got = {}
+
+    async def main():
+        host = asyncio.create_task(dev.run())
+        task = asyncio.create_task(hw.button.run())
+        await hw.button.flag.wait()
+        got["t"] = dev.elapsed_ms()
+        got["events"] = hw.button.take()
+        task.cancel()
+        host.cancel()
+
+    vrun(main())
+    assert got["events"] & btn.PRESSED
+    assert 500 <= got["t"] <= 500 + 2 * hw.board.button["debounce_ms"]
+
+
+def test_person_getting_up_takes_the_load_away(make_device, vclock):
+    dev = make_device({})
+    hw = dev.build_hal()
+    c = dev.contacts_um()[8]
+    hw.fingers.set_um(8, int(c) + 5_000)
+    hw.fingers.write()
+    dev.inject("getup:3000")
+    settle(vclock, dev, 2_900)
+    assert hw.forces.read()[8] > 1_000
+    assert hw.legrest.current_ma() == 0  # not driven
+    settle(vclock, dev, 200)
+    assert abs(hw.forces.read()[8]) < 30
+    assert dev.contacts_um()[8] is None
+
+
+def test_an_unfed_watchdog_ends_the_host_task(make_device, vrun):
+    dev = make_device()
+    hw = dev.build_hal()
+
+    async def main():
+        hw.watchdog.arm()
+        for _ in range(10):
+            await sleep_ms(200)
+            hw.watchdog.feed()
+        await dev.run()  # nobody feeds from here on
+
+    with pytest.raises(WatchdogExpired, match="watchdog expired at"):
+        vrun(main())
+    assert dev.elapsed_ms() == pytest.approx(3_000, abs=5)
+
+
+def test_nacking_chip_fails_the_drivers_init_naming_it(make_device):
+    dev = make_device()
+    dev.inject("nack:0x41")
+    hw = dev.build_hal(init=False)
+    with pytest.raises(faults.FaultError):
+        dev.inject("nack:0x42")  # no such chip on the sim board
+    try:
+        hw.init()
+    except Exception:  # noqa: BLE001 - the fault is what we look at
+        pass
+    assert [f.part for f in hw.faults] == ["pca9685@0x41"]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "melt:3",
+        "open:26",
+        "open:x",
+        "swap:3",
+        "swap:4,4",
+        "stall:2@-1",
+        "jam:1.5",
+        "limits:top",
+        "limit:top=ajar",
+        "button:-5",
+    ],
+)
+def test_bad_fault_specs_are_refused_with_a_reason(board, spec):
+    with pytest.raises(faults.FaultError, match=spec.split(":")[0]):
+        faults.parse(spec, board)

@@ -147,8 +147,10 @@ class SimDevice:
         # wiring as built; faults can cross wires (swapped channels)
         self.sensor_of = list(range(n))  # sensor slot of finger i measures finger sensor_of[i]
         self.actuator_of = list(range(n))  # PWM channel of finger i drives actuator_of[i]
-        self.t_ms = self._now_ms()
-        self.start_ms = self.t_ms
+        # physics time: whole ms since this device was made (the grid is aligned to that moment,
+        # so a replay from another start time lands on the same grid)
+        self.start_us = self._now_us()
+        self.t_ms = 0
         self._events = []
         self._seq = 0
         self._busy = False
@@ -207,10 +209,11 @@ class SimDevice:
     # -- time ----------------------------------------------------------------------------------
 
     def _now_ms(self):
-        return self._now_us() // 1000
+        return (self._now_us() - self.start_us) // 1000
 
     def elapsed_ms(self):
-        return self._now_ms() - self.start_ms
+        """Milliseconds since the device was made (the physics' time base)."""
+        return self._now_ms()
 
     def catch_up(self):
         """Bring the physics (and due events) up to the current millisecond."""
@@ -224,7 +227,7 @@ class SimDevice:
             while self._events and self._events[0].t_ms <= now:
                 ev = self._events.pop(0)
                 self._advance_to(max(ev.t_ms, self.t_ms))
-                self.log.append((self.t_ms - self.start_ms, ev.what))
+                self.log.append((self.t_ms, ev.what))
                 ev.fn()
                 self._refresh()
             self._advance_to(now)
@@ -293,7 +296,7 @@ class SimDevice:
 
     def at(self, elapsed_ms, fn, what="event"):
         """Run fn() when the device has been up elapsed_ms (now if that is past)."""
-        t = self.start_ms + int(elapsed_ms)
+        t = int(elapsed_ms)
         self._seq += 1
         ev = _Event(max(t, self.t_ms), self._seq, fn, what)
         self._events.append(ev)
@@ -332,7 +335,7 @@ class SimDevice:
                 waits.append(math.ceil(gap / abs(v)) if gap > 0 else 1)
         deadline = self.world.wdt_deadline_us()
         if deadline is not None and self.world.wdt_expired_at_us is None:
-            waits.append(deadline // 1000 + 1 - now)
+            waits.append((deadline - self.start_us) // 1000 + 1 - now)
         if not waits:
             return None
         return max(1, min(waits))
@@ -350,7 +353,7 @@ class SimDevice:
                 self.watchdog_expiries += 1
                 raise WatchdogExpired(
                     "watchdog expired at +%d ms"
-                    % ((self.world.wdt_expired_at_us // 1000) - self.start_ms)
+                    % ((self.world.wdt_expired_at_us - self.start_us) // 1000)
                 )
             delay = self._next_wake_ms()
             waiter = self._waiter = loop.create_future()

@@ -63,8 +63,7 @@ class Fault:
         if k in ("open", "short", "stuck", "noisy"):
             if k == "stuck":
                 # freeze at what the sensor reads now
-                t = dev.t_ms
-                dev.sensors.raw12(self.target, dev.fingers.force_n(self.target), t)
+                dev.sensors.raw12(self.target, dev.fingers.force_n(self.target), dev.t_ms)
             dev.sensors.inject(self.target, k)
         elif k == "swap":
             a, b = self.target
