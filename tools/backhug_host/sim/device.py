@@ -96,15 +96,16 @@ class _ChipPort:
     # Sits between the bus and a PCA9685 emulator: after each write the fingers take the new
     # pulse widths.
 
-    def __init__(self, chip, hook):
+    def __init__(self, chip, hook, address):
         self.chip = chip
         self._hook = hook
+        self.address = address
 
     def i2c_write(self, data):
         try:
             return self.chip.i2c_write(data)
         finally:
-            self._hook()
+            self._hook(self.address)
 
     def i2c_read(self, n):
         return self.chip.i2c_read(n)
@@ -159,10 +160,11 @@ class SimDevice:
         self.watchdog_expiries = 0
 
         self.chips = emul.attach_board(self.world, board, force_source=self._force_u16)
+        self._channels = board.fingers["channels"]
         bus = self.world.i2c(board.i2c["id"])
         for addr, chip in self.chips.chips.items():
             bus.detach(addr)
-            bus.attach(addr, _ChipPort(chip, self.outputs_changed))
+            bus.attach(addr, _ChipPort(chip, self.outputs_changed, addr))
         self.bus = bus
         lr = board.legrest
         self.world.adc_source(lr["current_adc"], self._current_u16)
@@ -234,12 +236,13 @@ class SimDevice:
         finally:
             self._busy = False
 
-    def outputs_changed(self):
-        """An output changed now: finish the physics with the old commands, take the new ones."""
+    def outputs_changed(self, chip=None):
+        """An output changed now (on PWM chip `chip` only, when given): finish the physics with
+        the old commands, take the new ones."""
         if self._busy:
             return
         self.catch_up()
-        self._refresh()
+        self._refresh(chip)
         self._wake_host()
 
     sync = outputs_changed
@@ -259,13 +262,17 @@ class SimDevice:
         self.t_ms = t_ms
         self._update_switches()
 
-    def _refresh(self):
-        # the commands the emulated outputs give now
-        chips = self.chips
+    def _refresh(self, chip=None):
+        # the commands the emulated outputs give now (a chip write changes only its fingers)
+        chips = self.chips.chips
         fingers = self.fingers
-        for i in range(self.board.finger_count):
-            us = chips.finger_pulse_us(i)
-            fingers.command_pulse(self.actuator_of[i], us if us > 0 else None)
+        actuator_of = self.actuator_of
+        for i, (addr, ch) in enumerate(self._channels):
+            if chip is None or addr == chip:
+                us = chips[addr].pulse_us(ch)
+                fingers.command_pulse(actuator_of[i], us if us > 0 else None)
+        if chip is not None:
+            return
         in1 = self._in1.duty_u16 / 65535 if self._in1.active else 0.0
         in2 = self._in2.duty_u16 / 65535 if self._in2.active else 0.0
         self.legrest.set_inputs(in1, in2)
