@@ -17,7 +17,8 @@ from firmware.drivers.fault import DriverFault
 
 @pytest.fixture(autouse=True)
 def restore_world():
-    previous = W._current
+    previous = W.install(None)  # what was installed, put back afterwards
+    W.install(previous)
     yield
     W.install(previous)
 

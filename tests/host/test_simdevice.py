@@ -238,7 +238,8 @@ from firmware.runtime import sleep_ms  # noqa: E402
 
 @pytest.fixture
 def make_device(vclock):
-    previous = W._current
+    previous = W.install(None)  # what was installed, put back afterwards
+    W.install(previous)
 
     def make(person=None, board_id="sim", seed=0, **kw):
         return SimDevice(board_id, person=person, seed=seed, clock=vclock, **kw)
