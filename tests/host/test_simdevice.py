@@ -413,6 +413,18 @@ def test_person_getting_up_takes_the_load_away(make_device, vclock):
     assert dev.contacts_um()[8] is None
 
 
+def test_someone_lying_down_on_the_empty_device_loads_the_fingers(make_device, vclock):
+    dev = make_device()
+    hw = dev.build_hal()
+    hw.fingers.set_um(2, 20_000)
+    hw.fingers.write()
+    settle(vclock, dev, 1_500)
+    assert abs(hw.forces.read()[2]) < 30
+    dev.set_load({"weight_kg": 95})
+    settle(vclock, dev, 10)
+    assert hw.forces.read()[2] > 3_000  # the finger stood 20 mm up: the back lands on it
+
+
 def test_an_unfed_watchdog_ends_the_host_task(make_device, vrun):
     dev = make_device()
     hw = dev.build_hal()

@@ -195,6 +195,15 @@ class SimDevice:
             return Person(self.board, **person)
         return person
 
+    def set_load(self, person):
+        """Someone else lies down now (same choices as the constructor's person)."""
+        self.catch_up()
+        self.load = self._make_load(person)
+        self.fingers.load = self.load
+        self.legrest.load = self.load
+        self.load.set_legrest(min(1.0, max(0.0, self.legrest.pos)))
+        self.log.append((self.t_ms, "now on the device: " + self.load.describe()))
+
     def install(self):
         """Make this device's World the one the fake `machine` module uses; returns the previous
         World. hal.build() after this builds the firmware's drivers on this device."""
