@@ -11,7 +11,7 @@
 
 import asyncio
 
-from firmware import boardspec, controller, hal, legrestctl, safestop, supervisor
+from firmware import boardspec, controller, legrestctl, safestop, supervisor
 from firmware import session as ses
 from firmware.commands import Commands
 from firmware.drivers import button as btn
@@ -39,7 +39,11 @@ class Device:
     def __init__(self, board_id, hw=None, history=None):
         # Building the hardware puts every output in its safe state first (hal.build).
         self.board = boardspec.load(board_id)
-        self.hw = hw if hw is not None else hal.build(self.board)
+        if hw is None:
+            from firmware import hal  # the only module that imports machine
+
+            hw = hal.build(self.board)
+        self.hw = hw
         self.safestop = safestop.SafeStop()
         self.legrest = legrestctl.LegRestControl(self.hw.legrest)
         self.session = ses.Session(self.board, self.legrest)
@@ -126,10 +130,7 @@ class Device:
     async def _legrest(self):
         s = self.session
         while True:
-            goal = s.legrest_goal
-            if self.safestop.active and s.state != ses.FINISHING:
-                goal = legrestctl.HOLD
-            self.legrest.poll(goal, s.occupied)
+            self.legrest.poll(s.occupied)
             await sleep_ms(LEGREST_PERIOD_MS)
 
     async def _button(self):

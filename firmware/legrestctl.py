@@ -29,20 +29,26 @@ class LegRestControl:
     def settled(self):
         return self.outcome != PENDING
 
+    def request(self, goal):
+        # the session's wish; poll() acts on it. Settled only once the new goal is met.
+        if goal == self.goal:
+            return
+        self.goal = goal
+        self.problem = None
+        self.outcome = PENDING if goal != HOLD else REACHED
+        self._backoff_until = None
+        if goal == HOLD:
+            self.driver.brake()
+
     def stop(self):
         self.goal = HOLD
+        self.outcome = REACHED
         self._backoff_until = None
         self.driver.brake()
 
-    def poll(self, goal, person_present):
+    def poll(self, person_present):
         d = self.driver
-        if goal != self.goal:
-            self.goal = goal
-            self.problem = None
-            self.outcome = PENDING if goal != HOLD else REACHED
-            self._backoff_until = None
-            if goal == HOLD:
-                d.brake()
+        goal = self.goal
         status = d.poll()
         if self._backoff_until is not None:
             if ticks_diff(ticks_ms(), self._backoff_until) >= 0:

@@ -49,7 +49,7 @@ RELEASE_MAX_MS = const(3_000)  # fingers are home well before this
 MEASURE_FLOW = "pulse"
 MIN_TRACKED_MS = const(1_200_000)  # tension history needs 20 minutes of treatment
 
-# Leg-rest goals (the leg-rest controller reads session.legrest_goal).
+# Leg-rest goals the session requests of firmware.legrestctl.
 LEG_HOLD = legrestctl.HOLD
 LEG_UP = legrestctl.UP
 LEG_DOWN = legrestctl.DOWN
@@ -105,7 +105,6 @@ class Session:
         self.step_index = -1
         self.elapsed_ms = 0
         self.total_ms = 0
-        self.legrest_goal = LEG_HOLD
         self._phase_ms = 0
         self._lost_ms = 0
         self._pause_ms = 0
@@ -186,7 +185,7 @@ class Session:
                     self._finish(END_NO_PERSON)
                 else:
                     self.control.set_contact(self.scan.contact_um)
-                    self.legrest_goal = LEG_UP
+                    self.legrest.request(LEG_UP)
                     self.state = LEGREST_RISING
         elif s == LEGREST_RISING:
             self._hold(dt_ms, forces_cn, targets_um)
@@ -340,6 +339,7 @@ class Session:
     _programme_level = None
     _measure_level = 3
     _ramping = False
+    _lowering = False
 
     def set_strength(self, level):
         self.strength = level
@@ -356,13 +356,14 @@ class Session:
         self.end_reason = reason
         self.state = FINISHING
         self._phase_ms = 0
-        self.legrest_goal = LEG_HOLD
+        self._lowering = False
+        self.legrest.request(LEG_HOLD)
 
     def _finishing(self, dt_ms, forces_cn, targets_um):
         # fingers release first; the leg rest lowers only once they are off the back
         self._home(targets_um)
         self._phase_ms += dt_ms
-        if self.legrest_goal == LEG_HOLD:
+        if not self._lowering:
             loaded = False
             threshold = self.board.contact_threshold_cn
             for i in range(self._n):
@@ -370,9 +371,10 @@ class Session:
                     loaded = True
                     break
             if not loaded or self._phase_ms >= RELEASE_MAX_MS:
-                self.legrest_goal = LEG_DOWN
+                self._lowering = True
+                self.legrest.request(LEG_DOWN)
         elif self.legrest.settled():
-            self.legrest_goal = LEG_HOLD
+            self.legrest.request(LEG_HOLD)
             self._end()
 
     def _end(self):

@@ -1,0 +1,256 @@
+"""A complete simulated treatment session: the unchanged firmware (firmware.app.Device) on the
+simulated device (sim.device.SimDevice) with a simulated person, in virtual time.
+
+SimRun is the harness tests and `make sim` share: it boots the device, sends the same commands
+the app sends (firmware.commands), samples what the firmware measured and what the physics says
+really happened, and hands back a report. main() is the `session` command of
+`python -m backhug_host.sim`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from backhug_host import hostrt, report
+from backhug_host.sim.device import SimDevice
+from firmware import app, history, runtime, storage
+from firmware import session as ses
+
+
+class SimRun:
+    def __init__(self, board_id="sim", person=None, seed=0, data_dir=None, clock=None):
+        # the clock the running virtual loop and firmware.runtime share (hostrt.run installed it)
+        self.clock = clock or runtime._host
+        if not isinstance(self.clock, hostrt.VirtualClock):
+            raise RuntimeError("SimRun runs inside hostrt.run(..., virtual=True)")
+        if person is None:
+            person = {}
+        self.sim = SimDevice(board_id, person=person, seed=seed, clock=self.clock)
+        hw = self.sim.build_hal()
+        self._tmp = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="backhug-sim-")
+            data_dir = self._tmp.name
+        self.store = storage.Store(str(data_dir))
+        self.history = history.TensionHistory(self.store)
+        self.device = app.Device(board_id, hw=hw, history=self.history)
+        self.board = self.device.board
+        self.times_s = []
+        self.forces_cn = []  # what the firmware measured, one list per sample
+        self.states = []
+        self.peak_truth_n = 0.0  # the highest force the physics saw on any finger
+        self._tasks = []
+
+    def start(self):
+        self.device.start_tasks()
+        self._tasks.append(asyncio.create_task(self.sim.run()))
+
+    async def close(self):
+        self.device.cancel_tasks()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.sleep(0)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def sample(self):
+        d = self.device
+        t = self.sim.elapsed_ms() / 1000
+        forces = d.controller.forces_cn
+        if forces is None:
+            forces = [0] * self.board.finger_count
+        self.times_s.append(t)
+        self.forces_cn.append(list(forces))
+        self.states.append(d.session.state)
+
+    async def run_session(
+        self,
+        duration_min=None,
+        programme=None,
+        strength=None,
+        area=None,
+        flow=None,
+        user=0,
+        sample_ms=250,
+        on_progress=None,
+    ):
+        """Start a session with the given settings and wait for it to end; returns its result."""
+        cmds = self.device.commands
+        for what, value, call in (
+            ("strength", strength, cmds.set_strength),
+            ("area", area, cmds.set_area),
+            ("flow", flow, cmds.set_flow),
+        ):
+            if value is not None:
+                code, why = call(value)
+                if code:
+                    raise ValueError(f"{what}: {why}")
+        code, why = cmds.start(duration_min=duration_min, programme_obj=programme, user=user)
+        if code:
+            raise ValueError(why)
+        s = self.device.session
+        # a session is bounded by its 60-minute cap; give the scan and the leg rest time on top
+        deadline_s = (s.total_ms + 5 * 60_000) / 1000
+        start_s = self.sim.elapsed_ms() / 1000
+        while True:
+            await asyncio.sleep(sample_ms / 1000)
+            self.sample()
+            self.peak_truth_n = max(self.peak_truth_n, max(self.sim.max_forces_n()))
+            if on_progress is not None:
+                on_progress(self)
+            if s.state == ses.IDLE and s.result is not None:
+                return s.result
+            if self.sim.elapsed_ms() / 1000 - start_s > deadline_s:
+                raise TimeoutError(f"session still {ses.STATE_NAMES[s.state]} at the deadline")
+
+
+def _person_from_args(args):
+    if args.nobody:
+        return "nobody"
+    opts = {"height_cm": args.height_cm, "curvature": args.curvature, "weight_kg": args.weight_kg}
+    if args.stiff:
+        opts["stiff"] = tuple(x.strip() for x in args.stiff.split(",") if x.strip())
+    return opts
+
+
+class _Progress:
+    # One line that redraws on a terminal; a line per simulated minute otherwise (CI logs).
+    def __init__(self, out):
+        self.out = out
+        self.tty = out.isatty()
+        self._last_minute = -1
+
+    def __call__(self, run):
+        s = run.device.session
+        total = max(1, s.total_ms)
+        frac = min(1.0, s.elapsed_ms / total)
+        bar = "#" * int(frac * 30)
+        forces = run.forces_cn[-1]
+        pressing = [f for f, c in zip(forces, s.scan.mask, strict=False) if c]
+        mean_n = sum(pressing) / len(pressing) / 100 if pressing else 0.0
+        line = (
+            f"[{bar:<30}] {s.elapsed_ms // 60000:2d}:{s.elapsed_ms // 1000 % 60:02d}"
+            f" / {total // 60000}:{total // 1000 % 60:02d}  {ses.STATE_NAMES[s.state]:<14}"
+            f" level {s._level():>2}  target {s.ramp.current_cn / 100:5.1f} N"
+            f"  mean {mean_n:5.1f} N  contacts {s.scan.contacts:2d}"
+        )
+        if self.tty:
+            self.out.write("\r" + line)
+            self.out.flush()
+        else:
+            minute = int(run.times_s[-1] // 60)
+            if minute != self._last_minute:
+                self._last_minute = minute
+                self.out.write(line + "\n")
+
+    def done(self):
+        if self.tty:
+            self.out.write("\n")
+
+
+def main(argv=None, out=sys.stdout):
+    p = argparse.ArgumentParser(
+        prog="python -m backhug_host.sim session",
+        description="Run a complete treatment session on the simulated device in virtual time.",
+    )
+    p.add_argument("--board", default="sim")
+    p.add_argument("--duration", type=int, default=None, help="minutes: 10, 20, 30 or 40")
+    p.add_argument("--strength", type=int, default=5, help="level 1..10 (starts at 3 or below)")
+    p.add_argument("--area", default="full", help="upper, middle, lower or full")
+    p.add_argument("--flow", default="wave", help="wave, pulse, alternate, hold or walk")
+    p.add_argument("--programme", type=Path, help="a programme file (JSON) instead of the above")
+    p.add_argument("--height-cm", type=float, default=175.0)
+    p.add_argument("--curvature", type=float, default=1.0)
+    p.add_argument("--weight-kg", type=float, default=75.0)
+    p.add_argument(
+        "--stiff",
+        default="upper_left,middle_right",
+        help="comma-separated stiff regions of the simulated person ('' for none)",
+    )
+    p.add_argument("--nobody", action="store_true", help="nobody lies on the device")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--png", type=Path, default=Path("build/sim-session.png"))
+    p.add_argument("--json", type=Path, default=None, help="also write the result as JSON")
+    args = p.parse_args(argv)
+
+    programme = None
+    if args.programme is not None:
+        try:
+            programme = json.loads(args.programme.read_text())
+        except (OSError, ValueError) as e:
+            print(f"programme: cannot read {args.programme}: {e}", file=sys.stderr)
+            return 2
+    try:
+        person = _person_from_args(args)
+    except ValueError as e:
+        print(f"person: {e}", file=sys.stderr)
+        return 2
+
+    progress = _Progress(out)
+
+    async def go():
+        run = SimRun(args.board, person=person, seed=args.seed)
+        try:
+            run.start()
+            await asyncio.sleep(0.5)  # boot: the tasks settle, the leg rest reports its position
+            result = await run.run_session(
+                duration_min=None if programme else (args.duration or 20),
+                programme=programme,
+                strength=args.strength,
+                area=None if programme else args.area,
+                flow=None if programme else args.flow,
+                on_progress=progress,
+            )
+            return run, result
+        finally:
+            await run.close()
+
+    wall0 = time.perf_counter()
+    try:
+        run, result = hostrt.run(go())
+    except ValueError as e:
+        progress.done()
+        print(f"refused: {e}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - wall0
+    progress.done()
+    sim_s = run.times_s[-1] if run.times_s else 0.0
+    out.write(
+        f"\nsession ended: {result['reason']} after {result['elapsed_ms'] / 60000:.1f} min of"
+        f" treatment ({sim_s / 60:.1f} simulated minutes in {wall:.1f} s wall,"
+        f" {sim_s / 60 / max(wall, 1e-9):.0f} sim-min per wall-s)\n"
+    )
+    out.write(
+        f"fingers in contact: {result['contacts']} of {run.board.finger_count};"
+        f" peak force on any finger {run.peak_truth_n:.1f} N (cap"
+        f" {run.board.force_cap_cn / 100:.0f} N); leg rest"
+        f" {'down' if run.sim.legrest_position() <= 0.01 else 'NOT down'}\n\n"
+    )
+    if result["contacts"] and result["reason"] != ses.END_NO_PERSON:
+        out.write(report.tension_table(result["before"], result["after"]) + "\n")
+        stiff = getattr(run.sim.load, "stiff", None)
+        if stiff:
+            out.write(f"simulated stiff regions: {', '.join(sorted(stiff))}\n")
+        args.png.parent.mkdir(parents=True, exist_ok=True)
+        report.save_png(
+            args.png,
+            times_s=run.times_s,
+            forces_cn=run.forces_cn,
+            rows=run.board.rows,
+            cols=run.board.cols,
+            before=result["before"],
+            after=result["after"],
+            title=f"BackHug simulated session: {result['reason']}",
+            cap_cn=run.board.force_cap_cn,
+        )
+        out.write(f"picture: {args.png}\n")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0 if result["reason"] == ses.END_COMPLETED else 1
