@@ -54,6 +54,7 @@ class Device:
         self.update_in_progress = False
         self.crashed = None  # name of a task that died: no more watchdog feeding
         self.last_result = None
+        self.selftest_report = None
         self.services = []
         self._tasks = []
         self._press_began_idle = False
@@ -102,9 +103,9 @@ class Device:
 
     # -- tasks ------------------------------------------------------------------------------------
 
-    async def _guard(self, name, coro):
+    async def _guard(self, name, job):
         try:
-            await coro
+            await job()
             why = "task %s ended" % name
         except asyncio.CancelledError:
             raise
@@ -178,25 +179,39 @@ class Device:
             await sleep_ms(STATUS_PERIOD_MS)
 
     def start_tasks(self):
+        # coroutines are made inside the guard, so a task cancelled before it ever ran leaves
+        # no un-awaited coroutine behind
         jobs = [
-            ("control", self._control()),
-            ("legrest", self._legrest()),
-            ("button-input", self.hw.button.run()),
-            ("button", self._button()),
-            ("watchdog", self._watchdog()),
-            ("status", self._status()),
+            ("control", self._control),
+            ("legrest", self._legrest),
+            ("button-input", self.hw.button.run),
+            ("button", self._button),
+            ("watchdog", self._watchdog),
+            ("status", self._status),
         ]
         for svc in self.services:
-            jobs.append((type(svc).__name__, svc.run(self)))
-        for name, coro in jobs:
-            self._tasks.append(asyncio.create_task(self._guard(name, coro)))
+            jobs.append((type(svc).__name__, lambda svc=svc: svc.run(self)))
+        for name, job in jobs:
+            self._tasks.append(asyncio.create_task(self._guard(name, job)))
 
     def cancel_tasks(self):
         for t in self._tasks:
             t.cancel()
         self._tasks = []
 
+    async def boot(self):
+        # The quick self-test (nothing moves outward: someone may be lying on the device). A
+        # failed part latches the safe state, so no session can start until it is dealt with.
+        from firmware import selftest
+
+        report = await selftest.run(self.hw, self.board, selftest.QUICK)
+        self.selftest_report = report
+        if not report["ok"]:
+            self.safestop.trigger("self-test failed: " + ", ".join(report["failed"]))
+        return report
+
     async def run(self):
+        await self.boot()
         self.start_tasks()
         while True:
             await sleep_ms(1000)

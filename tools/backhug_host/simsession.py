@@ -47,9 +47,14 @@ class SimRun:
         self.peak_truth_n = 0.0  # the highest force the physics saw on any finger
         self._tasks = []
 
-    def start(self):
-        self.device.start_tasks()
+    async def start(self, selftest=True):
+        # the physics host task first: the boot self-test waits on the simulated hardware
         self._tasks.append(asyncio.create_task(self.sim.run()))
+        if selftest:
+            report = await self.device.boot()
+            if not report["ok"]:
+                raise RuntimeError("boot self-test failed: " + ", ".join(report["failed"]))
+        self.device.start_tasks()
 
     async def close(self):
         self.device.cancel_tasks()
@@ -197,8 +202,7 @@ def main(argv=None, out=sys.stdout):
     async def go():
         run = SimRun(args.board, person=person, seed=args.seed)
         try:
-            run.start()
-            await asyncio.sleep(0.5)  # boot: the tasks settle, the leg rest reports its position
+            await run.start()
             result = await run.run_session(
                 duration_min=None if programme else (args.duration or 20),
                 programme=programme,

@@ -1,9 +1,12 @@
 """`python -m backhug_host.sim [COMMAND] [options]` (`make sim ARGS="..."`): the simulated device.
 
 Commands:
+    session    (the default) a complete treatment session with a simulated person lying on the
+               device, in virtual time: progress, the tension report and a PNG picture
+               (backhug_host/simsession.py; `session --help` lists its options)
     selftest   boot the simulated board in virtual time and run the hardware self-test on it
                (full: the factory test with the test rig's plate over the fingers; quick: the
-               boot-time test, with a person lying on the device). The default command, for now.
+               boot-time test, with a person lying on the device).
 
 Faults (--fault KIND:TARGET, repeatable) are injected before the board boots; see
 backhug_host/sim/faults.py or docs/simulator.md for the kinds. Exit status: 0 pass, 1 fail,
@@ -15,8 +18,8 @@ import asyncio
 import sys
 import time
 
-COMMANDS = ("selftest",)
-DEFAULT_COMMAND = "selftest"  # the treatment session takes over once it exists
+COMMANDS = ("session", "selftest")
+DEFAULT_COMMAND = "session"
 
 
 def _parser():
@@ -25,6 +28,7 @@ def _parser():
         description="The simulated BackHug: the unchanged firmware on emulated chips and physics.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("session", help="a complete simulated treatment session (the default)")
     st = sub.add_parser("selftest", help="run the hardware self-test on the simulated device")
     st.add_argument("--board", default="sim", help="board id under boards/ (default sim)")
     st.add_argument("--mode", choices=("quick", "full"), default="full")
@@ -135,7 +139,12 @@ def cmd_selftest(args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(_argv_with_default(argv))
+    argv = _argv_with_default(argv)
+    if argv[0] == "session":
+        from backhug_host import simsession
+
+        return simsession.main(argv[1:])
+    args = _parser().parse_args(argv)
     if args.command == "selftest":
         return cmd_selftest(args)
     return 2  # pragma: no cover - argparse refuses unknown commands
