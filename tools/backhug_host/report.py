@@ -7,30 +7,8 @@ the spine).
 
 from __future__ import annotations
 
-REGIONS = (
-    "upper_left",
-    "upper_right",
-    "middle_left",
-    "middle_right",
-    "lower_left",
-    "lower_right",
-)
-
-
-def grade(before: int, after: int) -> str:
-    """How much a region's stiffness eased, in the maker's 'minor to major' words."""
-    if before <= 0 or after <= 0:
-        return "not measured"
-    change = (before - after) * 100 // before
-    if change >= 15:
-        return "major"
-    if change >= 8:
-        return "moderate"
-    if change >= 3:
-        return "minor"
-    if change > -3:
-        return "no change"
-    return "tighter"
+from firmware.treatments.tension import REGION_NAMES as REGIONS
+from firmware.treatments.tension import grade
 
 
 def tension_table(before, after) -> str:

@@ -206,7 +206,7 @@ def main(argv=None, out=sys.stdout):
             result = await run.run_session(
                 duration_min=None if programme else (args.duration or 20),
                 programme=programme,
-                strength=args.strength,
+                strength=None if programme else args.strength,
                 area=None if programme else args.area,
                 flow=None if programme else args.flow,
                 on_progress=progress,
@@ -228,7 +228,7 @@ def main(argv=None, out=sys.stdout):
     out.write(
         f"\nsession ended: {result['reason']} after {result['elapsed_ms'] / 60000:.1f} min of"
         f" treatment ({sim_s / 60:.1f} simulated minutes in {wall:.1f} s wall,"
-        f" {sim_s / 60 / max(wall, 1e-9):.0f} sim-min per wall-s)\n"
+        f" {sim_s / max(wall, 1e-9):.0f}x real time)\n"
     )
     out.write(
         f"fingers in contact: {result['contacts']} of {run.board.finger_count};"
