@@ -223,24 +223,33 @@ def test_a_programme_runs_its_steps_in_order():
     assert scenario(body)
 
 
-def test_a_task_that_dies_ends_in_the_safe_state_and_the_watchdog_bites():
-    from backhug_host.sim.device import WatchdogExpired
-
+def test_a_task_that_dies_ends_in_the_safe_state_and_the_watchdog_resets_the_device():
     async def body(run):
         s = run.device.session
         assert run.device.commands.start(duration_min=10)[0] == cmd.OK
         await until(lambda: s.state == ses.TREATING, 120)
+        first = run.device
 
         def broken(*a):
             raise RuntimeError("bug")
 
-        run.device.session.tick = broken
-        await until(lambda: run.device.safestop.active, 0.1, step_s=0.001)
-        assert "control" in run.device.safestop.reason
+        first.session.tick = broken
+        await until(lambda: first.safestop.active, 0.1, step_s=0.001)
+        assert "control" in first.safestop.reason
         assert finger_pulses_at_home(run)
-        physics = run._tasks[0]
-        with pytest.raises(WatchdogExpired):
-            await asyncio.wait_for(physics, 5)
+        # nothing feeds the watchdog any more: it resets the device, which boots safe
+        await until(lambda: run.boots == 2, 5)
+        assert "watchdog" in run.resets[0][1]
+        from firmware import hal
+
+        assert hal.reset_cause() == "watchdog"
+        await until(lambda: run.device.controller.ticks > 10, 5)
+        assert run.device.session.state == ses.IDLE
+        assert not run.device.safestop.active
+        assert finger_pulses_at_home(run)
+        # and it works again: a new session can start
+        assert run.device.commands.start(duration_min=10)[0] == cmd.OK
+        await until(lambda: run.device.session.state == ses.WARMUP, 60)
         return True
 
     assert scenario(body)

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from backhug_host import hostrt, report
-from backhug_host.sim.device import SimDevice
+from backhug_host import emul, hostrt, report
+from backhug_host.sim.device import SimDevice, WatchdogExpired
 from firmware import app, history, runtime, storage
 from firmware import session as ses
 
@@ -37,10 +37,14 @@ class SimRun:
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="backhug-sim-")
             data_dir = self._tmp.name
+        self.board_id = board_id
         self.store = storage.Store(str(data_dir))
         self.history = history.TensionHistory(self.store)
         self.device = app.Device(board_id, hw=hw, history=self.history)
         self.board = self.device.board
+        self.boots = 1
+        self.resets = []  # (elapsed_ms, why) of every reset the simulated device went through
+        self._selftest = True
         self.times_s = []
         self.forces_cn = []  # what the firmware measured, one list per sample
         self.states = []
@@ -49,12 +53,33 @@ class SimRun:
 
     async def start(self, selftest=True):
         # the physics host task first: the boot self-test waits on the simulated hardware
-        self._tasks.append(asyncio.create_task(self.sim.run()))
-        if selftest:
+        self._selftest = selftest
+        self._tasks.append(asyncio.create_task(self._physics()))
+        await self._boot()
+
+    async def _boot(self):
+        if self._selftest:
             report = await self.device.boot()
             if not report["ok"]:
                 raise RuntimeError("boot self-test failed: " + ", ".join(report["failed"]))
         self.device.start_tasks()
+
+    async def _physics(self):
+        # The simulated hardware. When the firmware stops feeding the watchdog, the device
+        # resets like the real one: the MCU restarts (the chips keep their state), the firmware
+        # boots again from scratch on the same flash (the data folder) and must bring every
+        # output to its safe state before anything else.
+        while True:
+            try:
+                await self.sim.run()
+            except WatchdogExpired as e:
+                self.resets.append((self.sim.elapsed_ms(), str(e)))
+                self.device.cancel_tasks()
+                self.sim.world.reboot(emul.use_fake_machine().WDT_RESET)
+                hw = self.sim.build_hal()
+                self.device = app.Device(self.board_id, hw=hw, history=self.history)
+                self.boots += 1
+                self._tasks.append(asyncio.create_task(self._boot()))
 
     async def close(self):
         self.device.cancel_tasks()
