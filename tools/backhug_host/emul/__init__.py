@@ -68,14 +68,17 @@ def attach_board(world, board, force_source=None, settle_us=None):
     chips = {a: bus.attach(a, PCA9685(world.now_us, oe)) for a in board.pwm["chips"]}
     out = BoardChips(board, chips, [])
     out.force_source = force_source
-    slots = {}
+    # finger on each (ADC, mux channel), None for a free input: one list per ADC
+    slots = [[None] * 16 for _ in board.force["adc"]]
     for i, (a, ch) in enumerate(board.force["channels"]):
-        slots[(a, ch)] = i
+        slots[a][ch] = i
     settle = board.force["settle_us"] if settle_us is None else settle_us
 
     def source_for(adc_index):
+        fingers = slots[adc_index]
+
         def read(ch):
-            i = slots.get((adc_index, ch))
+            i = fingers[ch]
             if i is None or out.force_source is None:
                 return 0
             return out.force_source(i)

@@ -9,6 +9,38 @@ would on the bench. Several muxes may share the same select lines (the v3 board 
 """
 
 
+class _SelectLines:
+    # The select lines S0..S3 as the muxes on them see them: the channel they choose, and while
+    # a change is settling the channel chosen before it. One per set of lines and settling
+    # time, however many muxes hang on them (one pin watcher instead of one per mux: the select
+    # lines change a few dozen times per force read).
+
+    def __init__(self, world, select_pins, settle_us):
+        # A GPIO keeps its PinState for the World's life: reading `level` directly is what
+        # World.pins.level() gives, without the lookups.
+        self.lines = tuple(world.pins.get(gpio) for gpio in select_pins)
+        self.now_us = world.now_us
+        self.settle_us = settle_us
+        self.selected = self.channel()
+        self.shown = self.selected  # what the output shows while it is still settling
+        self.changed_us = None
+        for gpio in select_pins:
+            world.pins.watch(gpio, self._changed)
+
+    def channel(self):
+        s0, s1, s2, s3 = self.lines
+        return s0.level | s1.level << 1 | s2.level << 2 | s3.level << 3
+
+    def _changed(self, gpio, level):
+        if self.settle_us:
+            now = self.now_us()
+            if self.changed_us is None or now - self.changed_us >= self.settle_us:
+                self.shown = self.selected  # it had settled on the previous selection
+            self.changed_us = now
+        s0, s1, s2, s3 = self.lines
+        self.selected = s0.level | s1.level << 1 | s2.level << 2 | s3.level << 3
+
+
 class MuxAdc:
     def __init__(self, world, select_pins, adc_pin, source, settle_us=0):
         if len(select_pins) != 4:
@@ -17,42 +49,37 @@ class MuxAdc:
         self.select_pins = tuple(select_pins)
         self.adc_pin = adc_pin
         self.source = source
-        self.settle_us = settle_us
         self.reads = [0] * 16  # conversions per channel
         self.early_reads = 0
-        self._selected = self.channel()
-        self._shown = self._selected  # what the output shows while it is still settling
-        self._changed_us = None
-        for gpio in self.select_pins:
-            world.pins.watch(gpio, self._select_changed)
+        # muxes on the same lines with the same settling time share one _SelectLines
+        key = ("mux select lines", self.select_pins, settle_us)
+        sel = world.shared.get(key)
+        if sel is None:
+            sel = world.shared[key] = _SelectLines(world, self.select_pins, settle_us)
+        self._sel = sel
         world.adc_source(adc_pin, self._read)
+
+    @property
+    def settle_us(self):
+        return self._sel.settle_us
 
     def channel(self):
         """The channel the select lines choose now."""
-        ch = 0
-        for bit, gpio in enumerate(self.select_pins):
-            ch |= self.world.pins.level(gpio) << bit
-        return ch
-
-    def _select_changed(self, gpio, level):
-        if self.settle_us:
-            now = self.world.now_us()
-            if self._changed_us is None or now - self._changed_us >= self.settle_us:
-                self._shown = self._selected  # it had settled on the previous selection
-            self._changed_us = now
-        self._selected = self.channel()
+        return self._sel.channel()
 
     def _value(self, ch):
         src = self.source
         return src(ch) if callable(src) else src[ch]
 
     def _read(self):
-        ch = self.channel()
-        if (
-            self._changed_us is not None
-            and self.world.now_us() - self._changed_us < self.settle_us
-        ):
+        sel = self._sel
+        changed = sel.changed_us
+        if changed is not None and sel.now_us() - changed < sel.settle_us:
             self.early_reads += 1
-            ch = self._shown
+            ch = sel.shown
+        else:
+            s0, s1, s2, s3 = sel.lines
+            ch = s0.level | s1.level << 1 | s2.level << 2 | s3.level << 3
         self.reads[ch] += 1
-        return self._value(ch)
+        src = self.source
+        return src(ch) if callable(src) else src[ch]

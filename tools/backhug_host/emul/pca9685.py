@@ -44,6 +44,9 @@ class PCA9685:
         oe: (pins, gpio) of the active-low output-enable line, or None if tied low."""
         self._now_us = now_us
         self._oe = oe
+        self._oe_line = None  # the OE pin's PinState, looked up at first use
+        self._table_k = None  # prescale + 1 that _table was made for (pulses_us)
+        self._table = None
         self.errors = []
         self.writes = 0  # write transactions received
         self.power_on()
@@ -65,7 +68,16 @@ class PCA9685:
         if not data:
             return True
         self.writes += 1
-        self.pointer = data[0]
+        p = data[0]
+        n = len(data) - 1
+        regs = self.regs
+        if n and regs[MODE1] & AI and 1 <= p and p + n - 1 <= LED15_OFF_H:
+            # The common case, a burst into the plain registers 0x01..0x45 (MODE1 untouched, so
+            # auto-increment stays on throughout): the byte-by-byte loop below, in one copy.
+            regs[p : p + n] = memoryview(data)[1:]
+            self.pointer = 0 if p + n - 1 == LED15_OFF_H else p + n
+            return True
+        self.pointer = p
         for b in data[1:]:
             self._store(self.pointer, b)
             self._advance()
@@ -155,8 +167,11 @@ class PCA9685:
         if self.asleep:
             return False
         if self._oe is not None:
-            pins, gpio = self._oe
-            return pins.level(gpio) == 0
+            line = self._oe_line
+            if line is None:
+                pins, gpio = self._oe
+                line = self._oe_line = pins.get(gpio)
+            return line.level == 0
         return True
 
     def freq_hz(self):
@@ -184,3 +199,31 @@ class PCA9685:
         if not self.outputs_enabled():
             return 0.0
         return self.counts(ch) * (self.prescale + 1) * 1e6 / OSC_HZ
+
+    def pulses_us(self, channels):
+        """pulse_us() of each channel in `channels`, as a list (one call for a chip's fingers)."""
+        if not self.outputs_enabled():
+            return [0.0] * len(channels)
+        r = self.regs
+        k = r[PRESCALE] + 1
+        if k != self._table_k:
+            # pulse_us() of every count at this prescale, the same float expression
+            self._table = [c * k * 1e6 / OSC_HZ for c in range(COUNTS + 1)]
+            self._table_k = k
+        table = self._table
+        out = []
+        for ch in channels:
+            if not 0 <= ch < 16:
+                raise ValueError("no channel %d" % ch)
+            base = LED0_ON_L + 4 * ch
+            off_h = r[base + 3]
+            if off_h & FULL:
+                out.append(0.0)
+                continue
+            on_h = r[base + 1]
+            if on_h & FULL:
+                out.append(table[COUNTS])
+                continue
+            # counts(): ((OFF & 0xFFF) - (ON & 0xFFF)) % 4096, which is (OFF - ON) & 0xFFF
+            out.append(table[((off_h << 8 | r[base + 2]) - (on_h << 8 | r[base])) & 0xFFF])
+        return out

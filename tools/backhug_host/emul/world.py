@@ -180,7 +180,23 @@ class I2CBus:
 
 
 class PinState:
-    """One GPIO: the firmware's configuration and output latch, and the outside world's drive."""
+    """One GPIO: the firmware's configuration and output latch, and the outside world's drive.
+    A GPIO keeps the same PinState for the World's life (a reset reconfigures it in place), so an
+    emulated part may hold on to it and read `level` directly."""
+
+    __slots__ = (
+        "number",
+        "mode",
+        "pull",
+        "out",
+        "ext",
+        "handler",
+        "trigger",
+        "level",
+        "obj",
+        "irq_count",
+        "watchers",
+    )
 
     def __init__(self, number):
         self.number = number
@@ -229,17 +245,21 @@ class Pins:
 
     def update(self, st):
         """Recompute a pin's level after any change; fire its IRQ handler on a matching edge."""
-        if st.mode == PIN_OUT and st.ext is not None and st.ext != st.out:
-            self._world.errors.append(
-                "pin %d: output drives %d against an external %d" % (st.number, st.out, st.ext)
-            )
-        new = self._compute(st)
-        old = st.level
+        # the firmware's output writes land here (the mux select lines several times a tick)
+        if st.mode == PIN_OUT:
+            new = st.out
+            if st.ext is not None and st.ext != new:
+                self._world.errors.append(
+                    "pin %d: output drives %d against an external %d" % (st.number, new, st.ext)
+                )
+        else:
+            new = self._compute(st)
+        if new == st.level:
+            return
         st.level = new
-        if new != old:
-            for fn in st.watchers:
-                fn(st.number, new)
-        if new != old and st.handler is not None:
+        for fn in st.watchers:
+            fn(st.number, new)
+        if st.handler is not None:
             edge = IRQ_RISING if new else IRQ_FALLING
             if st.trigger & edge:
                 st.irq_count += 1
@@ -304,13 +324,16 @@ class World:
         """clock: an object with now_us() (hostrt.VirtualClock); default the one installed in
         firmware.runtime. pins: the GPIO numbers that exist. adc_pins: the pins machine.ADC
         accepts (default every pin)."""
-        self._now_us = clock.now_us if clock is not None else _runtime_now_us
+        # now_us() -> int: the time, a plain attribute (read on every conversion and pin edge)
+        self.now_us = clock.now_us if clock is not None else _runtime_now_us
         self.errors = []
         self.pins = Pins(self, pins)
         self.adc_pins = None if adc_pins is None else frozenset(adc_pins)
         self._buses = {}
         self._adc = {}
         self.adc_conversions = 0
+        self.before_conversion = None  # fn() called before every ADC conversion, if set
+        self.shared = {}  # state emulated parts share, by a key of their choosing
         self._pwm = {}
         self.reset_cause = PWRON_RESET
         self.unique_id = bytes(unique_id)
@@ -320,9 +343,6 @@ class World:
         self.wdt_last_feed_us = None
         self.wdt_feeds = 0
         self.wdt_expired_at_us = None
-
-    def now_us(self):
-        return self._now_us()
 
     # -- I2C --------------------------------------------------------------------------------
 
@@ -339,6 +359,9 @@ class World:
         self._adc[pin] = fn
 
     def adc_read(self, pin):
+        hook = self.before_conversion
+        if hook is not None:
+            hook()
         self.adc_conversions += 1
         fn = self._adc.get(pin)
         if fn is None:

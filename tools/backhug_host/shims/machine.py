@@ -37,6 +37,9 @@ DEEPSLEEP_RESET = _w.DEEPSLEEP_RESET
 SOFT_RESET = _w.SOFT_RESET
 
 _UNSET = object()
+_PIN_OUT = _w.PIN_OUT
+# memaddr bytes for the usual 8-bit register address, made once (writeto_mem on every tick)
+_REG8 = tuple(bytes((r,)) for r in range(256))
 
 
 def _pin_id(p):
@@ -98,10 +101,15 @@ class Pin:
         self._world.pins.update(st)
 
     def value(self, x=_UNSET):
+        st = self._st
         if x is _UNSET:
-            return self._st.level
-        self._st.out = 1 if x else 0
-        self._world.pins.update(self._st)
+            return st.level
+        v = 1 if x else 0
+        st.out = v
+        # An output already at that level, nothing driving against it: no edge, nothing to
+        # update (the mux select lines are written four times per channel, most unchanged).
+        if st.level != v or st.mode != _PIN_OUT or st.ext is not None:
+            self._world.pins.update(st)
         return None
 
     def __call__(self, x=_UNSET):
@@ -161,6 +169,8 @@ class I2C:
 
     @staticmethod
     def _mem(memaddr, addrsize):
+        if addrsize == 8 and type(memaddr) is int and 0 <= memaddr <= 0xFF:
+            return _REG8[memaddr]
         if addrsize not in (8, 16):
             raise ValueError("addrsize must be 8 or 16")
         n = addrsize // 8

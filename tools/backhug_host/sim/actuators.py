@@ -35,14 +35,25 @@ def _mix(x):
     return x ^ (x >> 31)
 
 
+def _noise_key(seed, channel):
+    # the part of noise_unit's hash input that does not change with time
+    return (seed * 0x9E3779B97F4A7C15) ^ (channel * 0xD1B54A32D192ED03)
+
+
+def _noise_at(key, t_ms):
+    # noise_unit(seed, channel, t_ms) for key = _noise_key(seed, channel), _mix inlined: the
+    # sensors draw one per conversion
+    x = (key ^ (t_ms + 1)) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    h = x ^ (x >> 31)
+    total = (h & 0xFFFF) + (h >> 16 & 0xFFFF) + (h >> 32 & 0xFFFF) + (h >> 48)
+    return (total / 65536.0 - 2.0) * 1.73  # 4 uniforms: variance 1/3 -> scale to ~1
+
+
 def noise_unit(seed, channel, t_ms):
     """Deterministic noise in about -2..2 with unit-ish spread (sum of four uniforms)."""
-    h = _mix((seed * 0x9E3779B97F4A7C15) ^ (channel * 0xD1B54A32D192ED03) ^ (t_ms + 1))
-    total = 0
-    for _ in range(4):
-        total += h & 0xFFFF
-        h >>= 16
-    return (total / 65536.0 - 2.0) * 1.73  # 4 uniforms: variance 1/3 -> scale to ~1
+    return _noise_at(_noise_key(seed, channel), t_ms)
 
 
 class FingerActuators:
@@ -76,6 +87,22 @@ class FingerActuators:
         """The finger now receives pulse_us (None: no pulse at all)."""
         self.target_nm[index] = None if pulse_us is None else self.pulse_to_nm(index, pulse_us)
 
+    def command_pulses(self, indices, pulses_us):
+        """command_pulse(indices[k], p) for each pulse p of pulses_us, a pulse <= 0 being none
+        (what a chip gives its fingers after every write)."""
+        stroke = self.stroke_nm
+        cal = self.pulse_cal
+        target = self.target_nm
+        for index, us in zip(indices, pulses_us, strict=True):
+            if us > 0:
+                # pulse_to_nm(index, us), inlined
+                p0, p1 = cal[index]
+                frac = (us - p0) / (p1 - p0)
+                frac = 0.0 if frac < 0.0 else 1.0 if frac > 1.0 else frac
+                target[index] = int(round(frac * stroke))
+            else:
+                target[index] = None
+
     def command_um(self, index, um):
         """Command a position directly (tests of the mechanics without a PWM chip)."""
         self.target_nm[index] = max(0, min(self.stroke_nm, int(round(um * 1000))))
@@ -102,33 +129,48 @@ class FingerActuators:
 
     def _move(self, ms):
         # stiffness is constant within a chunk, so one step of ms equals ms steps of 1
-        step_max = self.speed_nm_ms * ms
+        speed = self.speed_nm_ms
+        step_max = speed * ms
         load = self.load
+        force_n = load.force_n
+        targets = self.target_nm
+        positions = self.pos_nm
+        stuck = self.stuck
+        stall_n = self.stall_n
+        travel_um = self.travel_um
+        peak_nm = self.peak_nm
+        max_force_n = self.max_force_n
         for i in range(self.n):
-            target = self.target_nm[i]
-            pos = self.pos_nm[i]
-            if target is None or target == pos or self.stuck[i]:
+            target = targets[i]
+            pos = positions[i]
+            if target is None or target == pos or stuck[i]:
                 continue
+            f = None  # the load's force at the new position, when already known
             if target < pos:
                 new = max(target, pos - step_max)
             else:
                 new = min(target, pos + step_max)
-                if load.force_n(i, new / 1000.0) > self.stall_n[i]:
+                f = force_n(i, new / 1000.0)
+                if f > stall_n[i]:
+                    f = None
                     # stalls on the last millisecond boundary before the load reaches stall force
-                    lim = load.limit_um(i, self.stall_n[i])
-                    steps = int((lim * 1000.0 - pos) // self.speed_nm_ms) if lim is not None else 0
-                    new = pos + max(0, steps) * self.speed_nm_ms
+                    lim = load.limit_um(i, stall_n[i])
+                    steps = int((lim * 1000.0 - pos) // speed) if lim is not None else 0
+                    new = pos + max(0, steps) * speed
                     new = min(new, target)
             if new == pos:
                 continue
             load.press(i, pos / 1000.0, new / 1000.0)
-            self.travel_um[i] += abs(new - pos) / 1000.0
-            self.pos_nm[i] = new
-            if new > self.peak_nm[i]:
-                self.peak_nm[i] = new
-            f = load.force_n(i, new / 1000.0)
-            if f > self.max_force_n[i]:
-                self.max_force_n[i] = f
+            travel_um[i] += abs(new - pos) / 1000.0
+            positions[i] = new
+            if new > peak_nm[i]:
+                peak_nm[i] = new
+            if f is None:
+                f = force_n(i, new / 1000.0)
+            # else: the force checked against the stall; press() only accounts work, the
+            # stiffness changes in relax(), so the force there is still the same
+            if f > max_force_n[i]:
+                max_force_n[i] = f
 
     def moving(self):
         for i in range(self.n):
@@ -165,6 +207,8 @@ class ForceSensors:
         self.fault = [None] * self.n
         self.frozen = [0] * self.n
         self.last_raw = [0] * self.n
+        self._keys_seed = None  # the seed self._keys were made for
+        self._keys = ()
 
     def ideal_raw(self, index, force_n):
         offset, gain_q12 = self.force_cal[index]
@@ -172,6 +216,26 @@ class ForceSensors:
 
     def raw12(self, index, force_n, t_ms):
         kind = self.fault[index]
+        if kind is None:
+            # a working sensor (one conversion per finger per control tick): the branch below
+            # with the calibration and the noise inlined
+            offset, gain_q12 = self.force_cal[index]
+            x = offset + force_n * 100.0 * 4096.0 / gain_q12
+            if self.noise_counts:
+                if self._keys_seed != self.seed:
+                    self._keys = tuple(_noise_key(self.seed, i) for i in range(self.n))
+                    self._keys_seed = self.seed
+                # noise_unit(self.seed, index, t_ms), inlined (see _noise_at)
+                h = (self._keys[index] ^ (t_ms + 1)) & 0xFFFFFFFFFFFFFFFF
+                h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+                h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+                h ^= h >> 31
+                total = (h & 0xFFFF) + (h >> 16 & 0xFFFF) + (h >> 32 & 0xFFFF) + (h >> 48)
+                x += self.noise_counts * ((total / 65536.0 - 2.0) * 1.73)
+            raw = int(round(x))
+            raw = 0 if raw < 0 else RAW_MAX if raw > RAW_MAX else raw
+            self.last_raw[index] = raw
+            return raw
         if kind == "open":
             raw = RAW_MAX
         elif kind == "short":
@@ -192,7 +256,7 @@ class ForceSensors:
         return raw
 
     def u16(self, index, force_n, t_ms):
-        return raw_to_u16(self.raw12(index, force_n, t_ms))
+        return self.raw12(index, force_n, t_ms) * 65535 // RAW_MAX  # raw_to_u16
 
     def inject(self, index, kind):
         if kind is not None and kind not in SENSOR_FAULTS:

@@ -25,7 +25,7 @@ import math
 
 from backhug_host import emul
 from backhug_host.emul.world import PwmOut, World
-from backhug_host.sim.actuators import FingerActuators, ForceSensors
+from backhug_host.sim.actuators import RAW_MAX, FingerActuators, ForceSensors
 from backhug_host.sim.legrest import LegRestMechanics
 from backhug_host.sim.person import Nobody, Person
 from backhug_host.sim.rig import Rig
@@ -74,10 +74,7 @@ class _SimWorld(World):
         self._device = device
         self._hooked_pwm = {}
         super().__init__(clock)
-
-    def adc_read(self, pin):
-        self._device.catch_up()
-        return super().adc_read(pin)
+        self.before_conversion = device.catch_up
 
     def pwm_out(self, pin):
         out = self._hooked_pwm.get(pin)
@@ -161,6 +158,11 @@ class SimDevice:
 
         self.chips = emul.attach_board(self.world, board, force_source=self._force_u16)
         self._channels = board.fingers["channels"]
+        # per chip: its fingers and their channels, for _refresh after a write to that chip
+        self._chip_fingers = {}
+        for addr in self.chips.chips:
+            fs = [i for i, (a, _) in enumerate(self._channels) if a == addr]
+            self._chip_fingers[addr] = (addr, tuple(fs), tuple(self._channels[i][1] for i in fs))
         bus = self.world.i2c(board.i2c["id"])
         for addr, chip in self.chips.chips.items():
             bus.detach(addr)
@@ -172,6 +174,7 @@ class SimDevice:
         self._in1 = self.world.pwm_out(lr["in1"])
         self._in2 = self.world.pwm_out(lr["in2"])
         self._switch_pins = {"top": lr["limit_top"], "bottom": lr["limit_bottom"]}
+        self._switches = tuple(self._switch_pins.items())
         self._switch_levels = {}
         self._update_switches()
         btn = board.button
@@ -228,7 +231,8 @@ class SimDevice:
 
     def catch_up(self):
         """Bring the physics (and due events) up to the current millisecond."""
-        now = self._now_ms()
+        # called before every ADC conversion: the usual answer (nothing to do) comes first
+        now = (self._now_us() - self.start_us) // 1000
         if now == self.t_ms and not (self._events and self._events[0].t_ms <= now):
             return
         if self._busy:
@@ -252,7 +256,10 @@ class SimDevice:
             return
         self.catch_up()
         self._refresh(chip)
-        self._wake_host()
+        if chip is None:
+            self._wake_host()
+        # A finger chip's write (every control tick) leaves the host task asleep: finger commands
+        # do not move any moment _next_wake_ms() predicts (events, switches, the watchdog).
 
     sync = outputs_changed
 
@@ -276,10 +283,10 @@ class SimDevice:
         chips = self.chips.chips
         fingers = self.fingers
         actuator_of = self.actuator_of
-        for i, (addr, ch) in enumerate(self._channels):
-            if chip is None or addr == chip:
-                us = chips[addr].pulse_us(ch)
-                fingers.command_pulse(actuator_of[i], us if us > 0 else None)
+        groups = self._chip_fingers
+        for addr, idx, chans in groups.values() if chip is None else (groups[chip],):
+            pulses = chips[addr].pulses_us(chans)
+            fingers.command_pulses([actuator_of[i] for i in idx], pulses)
         if chip is not None:
             return
         in1 = self._in1.duty_u16 / 65535 if self._in1.active else 0.0
@@ -288,7 +295,7 @@ class SimDevice:
 
     def _update_switches(self):
         active_low = self.legrest.active_low
-        for which, gpio in self._switch_pins.items():
+        for which, gpio in self._switches:
             closed = self.legrest.switch_closed(which)
             if self._switch_levels.get(which) == closed:
                 continue
@@ -301,9 +308,17 @@ class SimDevice:
     # -- ADC sources ---------------------------------------------------------------------------
 
     def _force_u16(self, i):
-        self.catch_up()
+        # catch_up() unless the physics is already at this millisecond with no event pending
+        # (always the case on an ADC conversion: the World's before_conversion just ran it)
+        if self._events or (self._now_us() - self.start_us) // 1000 != self.t_ms:
+            self.catch_up()
         j = self.sensor_of[i]
-        return self.sensors.u16(j, self.fingers.force_n(j), self.t_ms)
+        # fingers.force_n(j), inlined (it keeps the finger's peak force up to date)
+        fingers = self.fingers
+        f = fingers.load.force_n(j, fingers.pos_nm[j] / 1000.0)
+        if f > fingers.max_force_n[j]:
+            fingers.max_force_n[j] = f
+        return self.sensors.raw12(j, f, self.t_ms) * 65535 // RAW_MAX
 
     def _current_u16(self):
         return self.legrest.current_u16(self.t_ms)
