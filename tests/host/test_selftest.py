@@ -171,11 +171,11 @@ def test_quick_self_test_catches_what_it_can_without_moving(vclock, vrun, fault,
 
 
 def test_sim_command_prints_the_table_and_exits_with_the_verdict(capsys):
-    assert sim_main(["--fault", "jam"]) == 1
+    assert sim_main(["selftest", "--fault", "jam"]) == 1
     out = capsys.readouterr().out
     assert "legrest" in out and "FAIL" in out and "over-current" in out
     assert sim_main(["selftest", "--mode", "quick", "--seed", "3"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "force[0..25]" in out
-    assert sim_main(["--fault", "melt:3"]) == 2
+    assert sim_main(["selftest", "--fault", "melt:3"]) == 2
     assert "unknown fault kind" in capsys.readouterr().err
