@@ -63,13 +63,18 @@ class MuxAdc:
     def settle_us(self):
         return self._sel.settle_us
 
+    @property
+    def source(self):
+        return self._source
+
+    @source.setter
+    def source(self, src):
+        self._source = src
+        self._fn = src if callable(src) else src.__getitem__  # what a conversion calls
+
     def channel(self):
         """The channel the select lines choose now."""
         return self._sel.channel()
-
-    def _value(self, ch):
-        src = self.source
-        return src(ch) if callable(src) else src[ch]
 
     def _read(self):
         sel = self._sel
@@ -81,5 +86,4 @@ class MuxAdc:
             s0, s1, s2, s3 = sel.lines
             ch = s0.level | s1.level << 1 | s2.level << 2 | s3.level << 3
         self.reads[ch] += 1
-        src = self.source
-        return src(ch) if callable(src) else src[ch]
+        return self._fn(ch)

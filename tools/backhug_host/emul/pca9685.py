@@ -12,6 +12,8 @@ test registers, RESTART before the oscillator has run 500 us) is ignored and rec
 `errors`. `pulse_us(ch)` and `freq_hz()` give what a scope on the outputs would show.
 """
 
+import struct
+
 MODE1 = 0x00
 MODE2 = 0x01
 SUBADR1 = 0x02
@@ -34,6 +36,9 @@ OSC_HZ = 25_000_000
 OSC_START_US = 500
 PRESCALE_MIN = 3
 COUNTS = 4096
+
+_FULL_BIT = FULL << 8  # the full-on/full-off bit in a 16-bit LEDn_ON / LEDn_OFF word
+_LED_WORDS = struct.Struct("<32H")  # LED0_ON .. LED15_OFF as little-endian 16-bit words
 
 _POWER_ON = {MODE1: 0x11, MODE2: 0x04, 0x02: 0xE2, 0x03: 0xE4, 0x04: 0xE8, ALLCALLADR: 0xE0}
 
@@ -202,28 +207,27 @@ class PCA9685:
 
     def pulses_us(self, channels):
         """pulse_us() of each channel in `channels`, as a list (one call for a chip's fingers)."""
-        if not self.outputs_enabled():
-            return [0.0] * len(channels)
         r = self.regs
+        if r[MODE1] & SLEEP or (self._oe is not None and not self.outputs_enabled()):
+            return [0.0] * len(channels)
         k = r[PRESCALE] + 1
         if k != self._table_k:
             # pulse_us() of every count at this prescale, the same float expression
             self._table = [c * k * 1e6 / OSC_HZ for c in range(COUNTS + 1)]
             self._table_k = k
         table = self._table
+        words = _LED_WORDS.unpack_from(r, LED0_ON_L)  # ON, OFF of each channel
         out = []
         for ch in channels:
             if not 0 <= ch < 16:
                 raise ValueError("no channel %d" % ch)
-            base = LED0_ON_L + 4 * ch
-            off_h = r[base + 3]
-            if off_h & FULL:
+            on = words[2 * ch]
+            off = words[2 * ch + 1]
+            if off & _FULL_BIT:
                 out.append(0.0)
-                continue
-            on_h = r[base + 1]
-            if on_h & FULL:
+            elif on & _FULL_BIT:
                 out.append(table[COUNTS])
-                continue
-            # counts(): ((OFF & 0xFFF) - (ON & 0xFFF)) % 4096, which is (OFF - ON) & 0xFFF
-            out.append(table[((off_h << 8 | r[base + 2]) - (on_h << 8 | r[base])) & 0xFFF])
+            else:
+                # counts(): ((OFF & 0xFFF) - (ON & 0xFFF)) % 4096, which is (OFF - ON) & 0xFFF
+                out.append(table[(off - on) & 0xFFF])
         return out

@@ -366,7 +366,9 @@ class World:
         fn = self._adc.get(pin)
         if fn is None:
             return 0  # nothing connected: the input sits at ground in this model
-        v = int(fn())
+        v = fn()
+        if type(v) is not int:
+            v = int(v)
         return 0 if v < 0 else 65535 if v > 65535 else v  # the ADC saturates at its rails
 
     # -- PWM --------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ class Pin:
         if st.obj is None:
             obj = super().__new__(cls)
             obj._world = world
+            obj._pins = world.pins
             obj._st = st
             st.obj = obj
         return st.obj
@@ -109,7 +110,7 @@ class Pin:
         # An output already at that level, nothing driving against it: no edge, nothing to
         # update (the mux select lines are written four times per channel, most unchanged).
         if st.level != v or st.mode != _PIN_OUT or st.ext is not None:
-            self._world.pins.update(st)
+            self._pins.update(st)
         return None
 
     def __call__(self, x=_UNSET):

@@ -74,6 +74,12 @@ class FingerActuators:
         self.travel_um = [0.0] * self.n  # total distance moved, both ways
         self.peak_nm = [0] * self.n  # highest position reached
         self.t_ms = 0  # time advanced so far (the relaxation grid is counted from here)
+        # command_pulses: the last pulse each finger was given and the position it selects, for
+        # the calibration and stroke they were computed with (most fingers keep their pulse
+        # from one control tick to the next)
+        self._last_pulse = [None] * self.n
+        self._last_nm = [None] * self.n
+        self._last_for = None
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -93,13 +99,24 @@ class FingerActuators:
         stroke = self.stroke_nm
         cal = self.pulse_cal
         target = self.target_nm
+        last_pulse = self._last_pulse
+        last_nm = self._last_nm
+        if self._last_for is None or self._last_for[0] is not cal or self._last_for[1] != stroke:
+            last_pulse[:] = [None] * self.n
+            self._last_for = (cal, stroke)
         for index, us in zip(indices, pulses_us, strict=True):
             if us > 0:
+                if us == last_pulse[index]:
+                    target[index] = last_nm[index]
+                    continue
                 # pulse_to_nm(index, us), inlined
                 p0, p1 = cal[index]
                 frac = (us - p0) / (p1 - p0)
                 frac = 0.0 if frac < 0.0 else 1.0 if frac > 1.0 else frac
-                target[index] = int(round(frac * stroke))
+                nm = int(round(frac * stroke))
+                target[index] = nm
+                last_pulse[index] = us
+                last_nm[index] = nm
             else:
                 target[index] = None
 
@@ -223,15 +240,22 @@ class ForceSensors:
             x = offset + force_n * 100.0 * 4096.0 / gain_q12
             if self.noise_counts:
                 if self._keys_seed != self.seed:
-                    self._keys = tuple(_noise_key(self.seed, i) for i in range(self.n))
+                    # masked now: for 0 <= t_ms < 2**64 - 1, masking after the XOR is the same
+                    self._keys = tuple(
+                        _noise_key(self.seed, i) & 0xFFFFFFFFFFFFFFFF for i in range(self.n)
+                    )
                     self._keys_seed = self.seed
-                # noise_unit(self.seed, index, t_ms), inlined (see _noise_at)
-                h = (self._keys[index] ^ (t_ms + 1)) & 0xFFFFFFFFFFFFFFFF
-                h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-                h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-                h ^= h >> 31
-                total = (h & 0xFFFF) + (h >> 16 & 0xFFFF) + (h >> 32 & 0xFFFF) + (h >> 48)
-                x += self.noise_counts * ((total / 65536.0 - 2.0) * 1.73)
+                if 0 <= t_ms < 0xFFFFFFFFFFFFFFFF:
+                    # noise_unit(self.seed, index, t_ms), inlined (see _noise_at); the sum of
+                    # the four 16-bit fields of h is h - 65535 * (h>>16 + h>>32 + h>>48)
+                    h = self._keys[index] ^ (t_ms + 1)
+                    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+                    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+                    h ^= h >> 31
+                    total = h - 65535 * ((h >> 16) + (h >> 32) + (h >> 48))
+                    x += self.noise_counts * ((total / 65536.0 - 2.0) * 1.73)
+                else:
+                    x += self.noise_counts * noise_unit(self.seed, index, t_ms)
             raw = int(round(x))
             raw = 0 if raw < 0 else RAW_MAX if raw > RAW_MAX else raw
             self.last_raw[index] = raw

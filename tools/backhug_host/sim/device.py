@@ -153,10 +153,18 @@ class SimDevice:
         self._seq = 0
         self._busy = False
         self._waiter = None  # the host task's pending wake-up (a future), if it sleeps
+        self._wake_at = None  # when the host task must wake up (loop time), None: never
+        self._timer = None  # the asyncio timer for it (see _set_wake) and its time
+        self._timer_when = None
+        self._rescheduled_us = None  # when a finger chip's write last moved the wake-up
         self.log = []  # (elapsed_ms, what) of applied events and injected faults
         self.watchdog_expiries = 0
 
         self.chips = emul.attach_board(self.world, board, force_source=self._force_u16)
+        # The muxes read the sensors through _mux_source: force_source without its catch-up
+        # (a conversion has just run before_conversion) and one call less, 26 times a tick.
+        for a, mux in enumerate(self.chips.muxes):
+            mux.source = self._mux_source(a)
         self._channels = board.fingers["channels"]
         # per chip: its fingers and their channels, for _refresh after a write to that chip
         self._chip_fingers = {}
@@ -258,8 +266,27 @@ class SimDevice:
         self._refresh(chip)
         if chip is None:
             self._wake_host()
-        # A finger chip's write (every control tick) leaves the host task asleep: finger commands
-        # do not move any moment _next_wake_ms() predicts (events, switches, the watchdog).
+            return
+        # A finger chip's write, twice a control tick. It used to wake the host task like any
+        # output change; the task then caught up (done above), checked the watchdog and set its
+        # wake-up again from now. This does the same without the round trip through the event
+        # loop: it wakes the task only when the watchdog is overdue, else it only moves the
+        # wake-up. (Moved, not kept: the moments the task catches up the physics change the
+        # float sums of the tissue's work, so they stay the ones they always were.)
+        w = self._waiter
+        if w is None or w.done():
+            return
+        now = self._now_us()
+        if now == self._rescheduled_us:
+            return  # the tick's other chip: the task would have woken once
+        self._rescheduled_us = now
+        world = self.world
+        if world.wdt_timeout_ms is not None and (
+            now > world.wdt_last_feed_us + world.wdt_timeout_ms * 1000  # wdt_deadline_us()
+        ):
+            w.set_result(None)
+        else:
+            self._set_wake(w.get_loop(), self._next_wake_ms())
 
     sync = outputs_changed
 
@@ -308,17 +335,32 @@ class SimDevice:
     # -- ADC sources ---------------------------------------------------------------------------
 
     def _force_u16(self, i):
-        # catch_up() unless the physics is already at this millisecond with no event pending
-        # (always the case on an ADC conversion: the World's before_conversion just ran it)
-        if self._events or (self._now_us() - self.start_us) // 1000 != self.t_ms:
-            self.catch_up()
+        # what the ADC reads for finger i's sensor now (16 bits)
+        self.catch_up()
         j = self.sensor_of[i]
-        # fingers.force_n(j), inlined (it keeps the finger's peak force up to date)
+        return self.sensors.u16(j, self.fingers.force_n(j), self.t_ms)
+
+    def _mux_source(self, adc_index):
+        # The source of force ADC adc_index's mux: channel -> _force_u16(finger on it), 0 for a
+        # free input, without the catch-up and with fingers.force_n and sensors.u16 inlined.
+        finger_at = [None] * 16
+        for i, (a, ch) in enumerate(self.board.force["channels"]):
+            if a == adc_index:
+                finger_at[ch] = i
         fingers = self.fingers
-        f = fingers.load.force_n(j, fingers.pos_nm[j] / 1000.0)
-        if f > fingers.max_force_n[j]:
-            fingers.max_force_n[j] = f
-        return self.sensors.raw12(j, f, self.t_ms) * 65535 // RAW_MAX
+        sensors = self.sensors
+
+        def read(ch):
+            i = finger_at[ch]
+            if i is None:
+                return 0
+            j = self.sensor_of[i]
+            f = fingers.load.force_n(j, fingers.pos_nm[j] / 1000.0)
+            if f > fingers.max_force_n[j]:
+                fingers.max_force_n[j] = f
+            return sensors.raw12(j, f, self.t_ms) * 65535 // RAW_MAX
+
+        return read
 
     def _current_u16(self):
         return self.legrest.current_u16(self.t_ms)
@@ -351,52 +393,90 @@ class SimDevice:
 
     def _next_wake_ms(self):
         # milliseconds until the next moment a pin must change or an event fire (None: never)
-        now = self._now_ms()
-        waits = []
+        now = (self._now_us() - self.start_us) // 1000
+        wait = None
         if self._events:
-            waits.append(self._events[0].t_ms - now)
+            wait = self._events[0].t_ms - now
         lr = self.legrest
-        v = lr.speed_per_s() / 1000.0
-        if v and not lr.blocked:
+        if lr.in1 != lr.in2 and not lr.blocked:  # driven (a zero drive never moves it)
+            v = lr.speed_per_s() / 1000.0
             if v > 0:
                 gap = -lr.pos if lr.pos <= 0.0 else (1.0 - lr.pos if lr.pos < 1.0 else None)
             else:
                 gap = lr.pos - 1.0 if lr.pos >= 1.0 else (lr.pos if lr.pos > 0.0 else None)
             if gap is not None:
-                waits.append(math.ceil(gap / abs(v)) if gap > 0 else 1)
-        deadline = self.world.wdt_deadline_us()
-        if deadline is not None and self.world.wdt_expired_at_us is None:
-            waits.append((deadline - self.start_us) // 1000 + 1 - now)
-        if not waits:
+                w = math.ceil(gap / abs(v)) if gap > 0 else 1
+                wait = w if wait is None or w < wait else wait
+        world = self.world
+        if world.wdt_timeout_ms is not None and world.wdt_expired_at_us is None:
+            deadline = world.wdt_last_feed_us + world.wdt_timeout_ms * 1000  # wdt_deadline_us()
+            w = (deadline - self.start_us) // 1000 + 1 - now
+            wait = w if wait is None or w < wait else wait
+        if wait is None:
             return None
-        return max(1, min(waits))
+        return max(1, wait)
 
     async def run(self):
         """Host task: keeps limit switches, the button and scheduled events on time, and raises
         WatchdogExpired when the watchdog was not fed (what the caller does then is its choice:
         the device would reset). Cancel it when done."""
-        # A plain future and call_later, not wait_for: Python 3.11's wait_for swallows a
+        # A plain future and a timer, not wait_for: Python 3.11's wait_for swallows a
         # cancellation that arrives together with the wake-up, and this task must stop when told.
         loop = asyncio.get_running_loop()
-        while True:
-            self.catch_up()
-            if self.world.watchdog_expired():
-                self.watchdog_expiries += 1
-                raise WatchdogExpired(
-                    "watchdog expired at +%d ms"
-                    % ((self.world.wdt_expired_at_us - self.start_us) // 1000)
-                )
-            delay = self._next_wake_ms()
-            waiter = self._waiter = loop.create_future()
-            timer = None
-            if delay is not None:
-                timer = loop.call_later(delay / 1000, _wake, waiter)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                if timer is not None:
-                    timer.cancel()
+        try:
+            while True:
+                self.catch_up()
+                if self.world.watchdog_expired():
+                    self.watchdog_expiries += 1
+                    raise WatchdogExpired(
+                        "watchdog expired at +%d ms"
+                        % ((self.world.wdt_expired_at_us - self.start_us) // 1000)
+                    )
+                delay = self._next_wake_ms()
+                self._waiter = loop.create_future()
+                self._set_wake(loop, delay)
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+                    self._wake_at = None
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _set_wake(self, loop, delay):
+        # The host task wakes at loop.time() + delay ms, the moment call_later(delay / 1000)
+        # gives (delay None: no wake-up). The asyncio timer behind it is set a millisecond early
+        # and moved only when the wake-up comes sooner than that: it is moved to a later moment
+        # every control tick (the watchdog deadline, the tick's microsecond), and a timer per
+        # tick fills the event loop's heap with cancelled ones. An early timer sets itself again.
+        if delay is None:
+            self._wake_at = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        when = loop.time() + delay / 1000
+        self._wake_at = when
+        timer = self._timer
+        if timer is not None:
+            if self._timer_when <= when:
+                return
+            timer.cancel()
+        self._timer_when = when - 0.001
+        self._timer = loop.call_at(self._timer_when, self._alarm)
+
+    def _alarm(self):
+        self._timer = None
+        when = self._wake_at
+        if when is None or self._waiter is None:
+            return
+        if self._timer_when == when:
+            _wake(self._waiter)  # what the wake-up's own timer did
+        else:
+            self._timer_when = when
+            self._timer = self._waiter.get_loop().call_at(when, self._alarm)
 
     # -- faults --------------------------------------------------------------------------------
 
