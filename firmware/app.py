@@ -11,7 +11,7 @@
 
 import asyncio
 
-from firmware import boardspec, controller, legrestctl, safestop, supervisor
+from firmware import boardspec, controller, faults, legrestctl, safestop, supervisor
 from firmware import session as ses
 from firmware.commands import Commands
 from firmware.drivers import button as btn
@@ -33,10 +33,12 @@ _STATE_COLOURS = (
     (0, 80, 80),  # finishing
 )
 _FAULT_COLOUR = (200, 0, 0)
+_FAULT_TONE_HZ = 2_000
+FAULTLOG_FLUSH_MS = 500
 
 
 class Device:
-    def __init__(self, board_id, hw=None, history=None):
+    def __init__(self, board_id, hw=None, history=None, faultlog=None):
         # Building the hardware puts every output in its safe state first (hal.build).
         self.board = boardspec.load(board_id)
         if hw is None:
@@ -50,6 +52,11 @@ class Device:
         self.supervisor = supervisor.Supervisor(self.board, self.session, self.safestop)
         self.controller = controller.Controller(self.hw, self.session, self.supervisor)
         self.commands = Commands(self)
+        self.supervisor.log = faultlog
+        self.supervisor.probe = self._fault_cleared
+        self.faultlog = faultlog
+        self.boot_count = 0
+        self.reset_cause = None
         self.history = history
         self.update_in_progress = False
         self.crashed = None  # name of a task that died: no more watchdog feeding
@@ -58,6 +65,7 @@ class Device:
         self.services = []
         self._tasks = []
         self._press_began_idle = False
+        self._beep_left = 0
         self.session.on_finished = self._finished
         self.safestop.register("fingers", self._stop_fingers)
         self.safestop.register("legrest", self._stop_legrest)
@@ -67,20 +75,60 @@ class Device:
     # -- safe-stop handlers: outputs first --------------------------------------------------------
 
     def _stop_fingers(self, reason):
-        self.hw.fingers.home()
+        f = self.hw.fingers
+        if not self.controller.outputs_failed:
+            try:
+                f.home()
+                return
+            except Exception:  # noqa: BLE001 - a chip that fails now: switch outputs off
+                self.controller.outputs_failed = True
+        f.off()  # output enable off, then all-off on every chip that still answers
 
     def _stop_legrest(self, reason):
         self.legrest.stop()
 
+    def _legrest_faulted(self):
+        code = self.supervisor.fault_code or self.legrest.fault_code
+        return faults.LEGREST_OBSTRUCTED <= code <= faults.LEGREST_LIMIT_STUCK
+
     def _stop_session(self, reason):
-        self.session.stop(ses.END_STOPPED if reason == "stop button" else reason)
+        why = ses.END_STOPPED if reason == "stop button" else reason
+        self.session.stop(why, lower=not self._legrest_faulted())
 
     def _stop_status(self, reason):
         self.hw.led.set(*_FAULT_COLOUR)
+        if reason != "stop button":
+            self.hw.buzzer.tone(_FAULT_TONE_HZ)
+            self._beep_left = 3  # status ticks
+
+    def _fault_cleared(self, code, detail):
+        # Is the latched fault's condition gone? Checked when the user acknowledges it.
+        hw = self.hw
+        if code == faults.SENSOR_OPEN or code == faults.SENSOR_SHORT:
+            raw = hw.forces.raw
+            for i in range(self.board.finger_count):
+                if raw[i] >= 4090 or raw[i] <= 4:
+                    return False
+            return True
+        if code == faults.I2C_FAULT:
+            try:
+                hw.fingers.init()
+                hw.fingers.home()
+            except Exception:  # noqa: BLE001 - still not answering
+                return False
+            self.controller.outputs_failed = False
+            return True
+        if code == faults.LEGREST_BOTH_LIMITS:
+            if hw.legrest.at_top() and hw.legrest.at_bottom():
+                return False
+        if faults.LEGREST_OBSTRUCTED <= code <= faults.LEGREST_LIMIT_STUCK:
+            self.legrest.clear_fault()
+        return True
 
     def _finished(self, result):
         self.last_result = result
-        if self.safestop.active and self.safestop.reason == "stop button":
+        stop_button = self.safestop.reason == "stop button"
+        if self.safestop.active and stop_button and not self.supervisor.fault_code:
             # a user's stop is over once the session has wound down
             self.safestop.clear()
         if self.history is not None and result["tracked"]:
@@ -111,8 +159,8 @@ class Device:
             raise
         except Exception as e:  # noqa: BLE001 - any failure must end in the safe state
             why = "task %s failed: %r" % (name, e)
-        self.crashed = name
-        self.safestop.trigger(why)
+        self.crashed = name  # the watchdog is no longer fed: the device will reset
+        self.supervisor.fault(faults.TASK_DIED, why[:24])
 
     async def _control(self):
         period = controller.PERIOD_MS
@@ -130,8 +178,14 @@ class Device:
 
     async def _legrest(self):
         s = self.session
+        lr = self.legrest
+        reported = 0
         while True:
-            self.legrest.poll(s.occupied)
+            lr.poll(s.occupied)
+            if lr.fault_code != reported:
+                reported = lr.fault_code
+                if reported:
+                    self.supervisor.fault(reported, lr.problem or "")
             await sleep_ms(LEGREST_PERIOD_MS)
 
     async def _button(self):
@@ -146,7 +200,7 @@ class Device:
                     self.safestop.trigger("stop button")
             if events & btn.SHORT and self._press_began_idle and s.state == ses.IDLE:
                 if self.safestop.active:
-                    pass  # acknowledging latched faults arrives with the Safety issue
+                    self.commands.acknowledge()  # a short press at idle acknowledges a fault
                 else:
                     # lying down without the phone: a default session, never above level 3
                     s.set_strength(min(s.strength, 3))
@@ -173,10 +227,26 @@ class Device:
 
     async def _status(self):
         led = self.hw.led
+        blink = False
         while True:
             if not self.safestop.active:
                 led.set(*_STATE_COLOURS[self.session.state])
+            elif self.supervisor.fault_code:
+                blink = not blink  # a latched fault blinks red until acknowledged
+                led.set(*(_FAULT_COLOUR if blink else (0, 0, 0)))
+            if self._beep_left:
+                self._beep_left -= 1
+                if not self._beep_left:
+                    self.hw.buzzer.off()
             await sleep_ms(STATUS_PERIOD_MS)
+
+    async def _flush_log(self):
+        # faults are noted in RAM inside the tick; flash writes happen here, outside it
+        log = self.faultlog
+        while True:
+            await sleep_ms(FAULTLOG_FLUSH_MS)
+            if log is not None:
+                log.flush()
 
     def start_tasks(self):
         # coroutines are made inside the guard, so a task cancelled before it ever ran leaves
@@ -188,6 +258,7 @@ class Device:
             ("button", self._button),
             ("watchdog", self._watchdog),
             ("status", self._status),
+            ("faultlog", self._flush_log),
         ]
         for svc in self.services:
             jobs.append((type(svc).__name__, lambda svc=svc: svc.run(self)))
@@ -202,12 +273,15 @@ class Device:
     async def boot(self):
         # The quick self-test (nothing moves outward: someone may be lying on the device). A
         # failed part latches the safe state, so no session can start until it is dealt with.
-        from firmware import selftest
+        from firmware import hal, selftest
 
+        self.reset_cause = hal.reset_cause()
+        if self.faultlog is not None:
+            self.boot_count = self.faultlog.start(self.reset_cause)
         report = await selftest.run(self.hw, self.board, selftest.QUICK)
         self.selftest_report = report
         if not report["ok"]:
-            self.safestop.trigger("self-test failed: " + ", ".join(report["failed"]))
+            self.supervisor.fault(faults.SELFTEST_FAILED, ",".join(report["failed"])[:24])
         return report
 
     async def run(self):

@@ -63,6 +63,15 @@ class Commands:
         s.begin(duration_ms, plan, user)
         return _OK
 
+    def acknowledge(self):
+        # clear a latched fault once its condition has gone (the app's button, or a short press)
+        ok, why = self._d.supervisor.acknowledge()
+        if ok:
+            return _OK
+        if why == "no fault latched":
+            return (E_STATE, why)
+        return (E_FAULT, why)
+
     def pause(self):
         s = self._d.session
         if s.state not in _PAUSABLE:

@@ -148,10 +148,14 @@ class Session:
         self.state = self._resume_state
         self._settings_dirty = True
 
-    def stop(self, reason=END_STOPPED):
+    def stop(self, reason=END_STOPPED, lower=True):
+        # lower=False: a leg-rest fault; the fingers release but the leg rest stays where it is
         if self.state == IDLE or self.state == FINISHING:
+            if not lower:
+                self._keep_legrest = True
             return
         self._finish(reason)
+        self._keep_legrest = not lower
 
     def has_area(self, name):
         return isinstance(name, str) and name in self._masks
@@ -340,6 +344,7 @@ class Session:
     _measure_level = 3
     _ramping = False
     _lowering = False
+    _keep_legrest = False
 
     def set_strength(self, level):
         self.strength = level
@@ -357,6 +362,7 @@ class Session:
         self.state = FINISHING
         self._phase_ms = 0
         self._lowering = False
+        self._keep_legrest = False
         self.legrest.request(LEG_HOLD)
 
     def _finishing(self, dt_ms, forces_cn, targets_um):
@@ -372,7 +378,10 @@ class Session:
                     break
             if not loaded or self._phase_ms >= RELEASE_MAX_MS:
                 self._lowering = True
-                self.legrest.request(LEG_DOWN)
+                if self._keep_legrest:
+                    self.legrest.request(LEG_HOLD)
+                else:
+                    self.legrest.request(LEG_DOWN)
         elif self.legrest.settled():
             self.legrest.request(LEG_HOLD)
             self._end()

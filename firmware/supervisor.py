@@ -9,6 +9,7 @@
 
 from array import array
 
+from firmware import faults
 from firmware import session as ses
 from firmware.runtime import const
 
@@ -33,6 +34,11 @@ class Supervisor:
         self._overforce_recent = 0
         self._overforce_window_ms = 0
         self.max_force_cn = 0  # highest reading seen since boot, for reports
+        self.fault_code = 0  # the latched fault (firmware.faults), 0 when none
+        self.fault_detail = ""
+        self.fault_count = 0  # faults detected since boot
+        self.log = None  # firmware.faultlog.FaultLog, when the system has one
+        self.probe = None  # callable(code, detail) -> True once the condition has cleared
 
     def check(self, dt_ms, forces_cn):
         s = self.session
@@ -87,4 +93,39 @@ class Supervisor:
             self._overforce_recent += 1
             if self._overforce_recent >= OVERFORCE_LATCH:
                 self._overforce_recent = 0
-                self.safestop.trigger("repeated over-force")
+                self.fault(faults.OVER_FORCE, "")
+
+    # -- faults: latch, log, acknowledge ------------------------------------------------------
+
+    def fault(self, code, detail):
+        # Latch a fault: the first one is kept as the reason until acknowledged; every one is
+        # logged. The safe-stop funnel runs now, inside the tick that found it.
+        self.fault_count += 1
+        log = self.log
+        if log is not None:
+            try:
+                log.note(code, detail, self.pressing_ms)
+            except Exception:  # noqa: BLE001 - logging must never stop the safe stop
+                pass
+        if not self.fault_code:
+            self.fault_code = code
+            self.fault_detail = detail
+        reason = faults.name(code)
+        if detail:
+            reason = reason + ": " + detail
+        self.safestop.trigger(reason)
+
+    def acknowledge(self):
+        # (ok, why): clears the latched fault once its condition has gone and nothing moves.
+        if not self.fault_code:
+            return False, "no fault latched"
+        if self.session.state != ses.IDLE:
+            return False, "the device is still stopping"
+        if self.fault_code == faults.TASK_DIED:
+            return False, "a task died: the device resets itself"
+        if self.probe is not None and not self.probe(self.fault_code, self.fault_detail):
+            return False, "the fault is still present: " + faults.name(self.fault_code)
+        self.fault_code = 0
+        self.fault_detail = ""
+        self.safestop.clear()
+        return True, ""
