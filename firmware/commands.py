@@ -38,11 +38,11 @@ class Commands:
 
     def start(self, duration_min=None, programme_obj=None, user=0):
         s = self._d.session
-        if s.state != ses.IDLE:
-            return (E_STATE, "a session is already " + ses.STATE_NAMES[s.state])
         blocked = self._blocked()
         if blocked:
             return blocked
+        if s.state != ses.IDLE:
+            return (E_STATE, "a session is already " + ses.STATE_NAMES[s.state])
         if not isinstance(user, int) or isinstance(user, bool) or not 0 <= user < 5:
             return (E_VALUE, "user: must be 0..4")
         plan = None

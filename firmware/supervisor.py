@@ -15,7 +15,7 @@ from firmware.runtime import const
 
 RETRACT_UM = const(5_000)  # an over-force finger backs off this far in the same tick
 MAX_INDENT_UM = const(20_000)  # deepest a finger may go past the back's contact height
-OVERFORCE_LATCH = const(3)  # over-cap ticks within the window that make a fault
+OVERFORCE_LATCH = const(3)  # over-cap episodes within the window that make a fault
 OVERFORCE_WINDOW_MS = const(10_000)
 
 
@@ -33,6 +33,7 @@ class Supervisor:
         self.overforce_events = 0  # since boot
         self._overforce_recent = 0
         self._overforce_window_ms = 0
+        self._over_last = False
         self.max_force_cn = 0  # highest reading seen since boot, for reports
         self.fault_code = 0  # the latched fault (firmware.faults), 0 when none
         self.fault_detail = ""
@@ -88,7 +89,11 @@ class Supervisor:
                 over = True
             targets_um[i] = t
             last[i] = t
-        if over:
+        # An episode is a run of consecutive over-cap ticks: the actuator needs a few ticks to
+        # back off, so one pressure spike is one episode; three within the window is a fault.
+        new_episode = over and not self._over_last
+        self._over_last = over
+        if new_episode:
             self.overforce_events += 1
             self._overforce_recent += 1
             if self._overforce_recent >= OVERFORCE_LATCH:

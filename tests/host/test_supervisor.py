@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware import boardspec, safestop, supervisor
+from firmware import boardspec, faults, safestop, supervisor
 from firmware import session as ses
 
 
@@ -67,10 +67,16 @@ def test_finger_at_the_cap_retracts_in_the_same_tick(board):
 def test_repeated_over_force_latches_the_safe_stop(board):
     sup, s, stop = make(board)
     n = board.finger_count
-    forces = array("i", [board.force_cap_cn + 100] + [0] * (n - 1))
-    for _ in range(supervisor.OVERFORCE_LATCH):
-        sup.clamp(forces, array("i", [12_000] * n))
+    over = array("i", [board.force_cap_cn + 100] + [0] * (n - 1))
+    calm = array("i", [0] * n)
+    for _ in range(5):  # one long spike is one episode
+        sup.clamp(over, array("i", [12_000] * n))
+    assert not stop.active
+    for _ in range(supervisor.OVERFORCE_LATCH - 1):
+        sup.clamp(calm, array("i", [12_000] * n))
+        sup.clamp(over, array("i", [12_000] * n))
     assert stop.active and "over-force" in stop.reason
+    assert sup.fault_code == faults.OVER_FORCE
 
 
 def test_no_pressing_without_a_person(board):

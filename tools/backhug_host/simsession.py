@@ -19,7 +19,7 @@ from pathlib import Path
 
 from backhug_host import emul, hostrt, report
 from backhug_host.sim.device import SimDevice, WatchdogExpired
-from firmware import app, history, runtime, storage
+from firmware import app, faultlog, history, runtime, storage
 from firmware import session as ses
 
 
@@ -38,9 +38,11 @@ class SimRun:
             self._tmp = tempfile.TemporaryDirectory(prefix="backhug-sim-")
             data_dir = self._tmp.name
         self.board_id = board_id
-        self.store = storage.Store(str(data_dir))
+        self.store_root = str(data_dir)
+        self.store = storage.Store(self.store_root)
         self.history = history.TensionHistory(self.store)
-        self.device = app.Device(board_id, hw=hw, history=self.history)
+        self.faultlog = faultlog.FaultLog(self.store)
+        self.device = app.Device(board_id, hw=hw, history=self.history, faultlog=self.faultlog)
         self.board = self.device.board
         self.boots = 1
         self.resets = []  # (elapsed_ms, why) of every reset the simulated device went through
@@ -77,7 +79,13 @@ class SimRun:
                 self.device.cancel_tasks()
                 self.sim.world.reboot(emul.use_fake_machine().WDT_RESET)
                 hw = self.sim.build_hal()
-                self.device = app.Device(self.board_id, hw=hw, history=self.history)
+                # RAM is gone: the flash store, history and fault log are read afresh
+                self.store = storage.Store(self.store_root)
+                self.history = history.TensionHistory(self.store)
+                self.faultlog = faultlog.FaultLog(self.store)
+                self.device = app.Device(
+                    self.board_id, hw=hw, history=self.history, faultlog=self.faultlog
+                )
                 self.boots += 1
                 self._tasks.append(asyncio.create_task(self._boot()))
 
