@@ -90,3 +90,6 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) node_modules
+
+fault-table: $(VENV_STAMP)  ## regenerate docs/fault-injection.md from a fault-injection run
+	BACKHUG_UPDATE_DOCS=1 $(PY) -m pytest -q -p no:cacheprovider tests/host/test_fault_injection.py

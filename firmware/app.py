@@ -11,7 +11,15 @@
 
 import asyncio
 
-from firmware import boardspec, controller, faults, legrestctl, safestop, supervisor
+from firmware import (
+    boardspec,
+    controller,
+    faults,
+    legrestctl,
+    plausibility,
+    safestop,
+    supervisor,
+)
 from firmware import session as ses
 from firmware.commands import Commands
 from firmware.drivers import button as btn
@@ -51,6 +59,7 @@ class Device:
         self.session = ses.Session(self.board, self.legrest)
         self.supervisor = supervisor.Supervisor(self.board, self.session, self.safestop)
         self.controller = controller.Controller(self.hw, self.session, self.supervisor)
+        self.controller.plausibility = plausibility.SensorCheck(self.board)
         self.commands = Commands(self)
         self.supervisor.log = faultlog
         self.supervisor.probe = self._fault_cleared
@@ -123,6 +132,7 @@ class Device:
                 return False
         if faults.LEGREST_OBSTRUCTED <= code <= faults.LEGREST_LIMIT_STUCK:
             self.legrest.clear_fault()
+        self.controller.plausibility.reset()
         return True
 
     def _finished(self, result):

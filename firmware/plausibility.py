@@ -53,8 +53,10 @@ _STUCK_MOVE_UM = const(2_000)
 # 30 N per tick is twice that, and ~490 counts: no noise of a working sensor.
 _JUMP_CN = const(3_000)  # per _TICK_MS; scaled up for a late tick
 _TICK_MS = const(10)
-# Jumps only count while the command moved less than this in the tick before (a supervisor
-# retract moves the command 5 mm at once; the finger still only moves 0.2 mm per tick).
+# Jumps only count while the finger is still: the command moved less than this in the tick
+# before, and any bigger move commanded earlier has had time to complete at the board's max
+# speed (a supervisor retract moves the command 5 mm at once; the finger then travels for
+# 250 ms, and on a stiff back the force falls steeply all that time).
 _JUMP_STILL_UM = const(500)
 # One jump can be real (a person lying down or getting up all at once); three within a second on
 # one finger cannot.
@@ -99,6 +101,9 @@ class SensorCheck:
         self._hi_um = array("i", bytes(4 * n))
         self._last_cn = array("i", bytes(4 * n))
         self._last_t = array("i", bytes(4 * n))
+        self._travel_ms = array("i", bytes(4 * n))  # time the finger still needs to get there
+        self._speed_um_ms = max(1, board.max_speed_um_s // 1000)
+        self._jsign = bytearray(n)  # jumps in the window: 1 all up, 2 all down, 3 both ways
         self._jumps = bytearray(n)  # implausible jumps in the current window
         self._jump_ms = array("i", bytes(4 * n))  # age of the window
         self._home_ms = array("i", bytes(4 * n))  # time commanded home
@@ -116,6 +121,8 @@ class SensorCheck:
             self._home_ms[i] = 0
             self._force_ms[i] = 0
             self._stall_ms[i] = 0
+            self._jsign[i] = 0
+            self._travel_ms[i] = 0
         self._primed = False
         self.code = 0
         self.finger = _NONE
@@ -146,6 +153,9 @@ class SensorCheck:
         hi_um = self._hi_um
         last_cn = self._last_cn
         last_t = self._last_t
+        jsign = self._jsign
+        travel = self._travel_ms
+        speed = self._speed_um_ms
         jumps = self._jumps
         jump_ms = self._jump_ms
         home = self._home_ms
@@ -204,12 +214,24 @@ class SensorCheck:
             if primed:
                 d = f - last_cn[i]
                 m = t - last_t[i]
-                if (d > jump_lim or d < -jump_lim) and -_JUMP_STILL_UM < m < _JUMP_STILL_UM:
+                still = -_JUMP_STILL_UM < m < _JUMP_STILL_UM
+                if not still:
+                    travel[i] = (m if m > 0 else -m) // speed + _TICK_MS
+                elif travel[i] > 0:
+                    travel[i] -= dt_ms
+                    still = False
+                if (d > jump_lim or d < -jump_lim) and still:
+                    sign = 1 if d > 0 else 2
+                    if jumps[i] == 0:
+                        jump_ms[i] = 0
+                        jsign[i] = sign
+                    elif sign != jsign[i]:
+                        jsign[i] = 3  # both ways within the window
                     if jumps[i] < 255:
-                        if jumps[i] == 0:
-                            jump_ms[i] = 0
                         jumps[i] += 1
-                if hit == 0 and jumps[i] >= _NOISY_EVENTS:
+                # Noise goes both ways. Jumps all one way are a real load rising faster than
+                # the limit (a cramp on a stiff back): the supervisor's force cap deals with it.
+                if hit == 0 and jumps[i] >= _NOISY_EVENTS and jsign[i] == 3:
                     hit = SENSOR_NOISY
             last_cn[i] = f
             last_t[i] = t
