@@ -1,7 +1,8 @@
 # A whole control tick on the real MicroPython interpreter: the sim board's drivers on the
 # allocation-free fakes of test_drivers.py, a spring "person" behind the force ADCs, and the
-# session, supervisor and controller exactly as the device wires them. Used by test_tick.py and
-# bench_tick.py to check the tick allocates nothing in steady state and to time it.
+# session, supervisor, plausibility checks and controller exactly as the device wires them.
+# Used by test_tick.py and bench_tick.py to check the tick allocates nothing in steady state
+# and to time it.
 
 import sys
 from array import array
@@ -13,7 +14,7 @@ if sys.platform == "webassembly":
 
 from test_drivers import FakeI2C, FakePin  # noqa: E402
 
-from firmware import boardspec, controller, safestop, supervisor  # noqa: E402
+from firmware import boardspec, controller, plausibility, safestop, supervisor  # noqa: E402
 from firmware import session as ses  # noqa: E402
 from firmware.drivers import fingers, forcearray, pca9685  # noqa: E402
 
@@ -89,6 +90,7 @@ def build(board_id="sim"):
     session = ses.Session(board, LegRestStub())
     sup = supervisor.Supervisor(board, session, stop)
     ctl = controller.Controller(hw, session, sup)
+    ctl.plausibility = plausibility.SensorCheck(board)  # as firmware/app.py wires it
     return ctl, session, person
 
 
