@@ -260,10 +260,16 @@ class Pins:
         for fn in st.watchers:
             fn(st.number, new)
         if st.handler is not None:
-            edge = IRQ_RISING if new else IRQ_FALLING
-            if st.trigger & edge:
-                st.irq_count += 1
-                st.handler(st.obj)
+            self.update_irq(st, new)
+
+    @staticmethod
+    def update_irq(st, new):
+        """The IRQ part of update() once the level changed to `new`: the handler on a matching
+        edge."""
+        edge = IRQ_RISING if new else IRQ_FALLING
+        if st.trigger & edge:
+            st.irq_count += 1
+            st.handler(st.obj)
 
     def watch(self, n, fn):
         """Call fn(gpio, level) whenever pin n changes level (for emulated parts, not firmware)."""

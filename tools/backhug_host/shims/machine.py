@@ -107,10 +107,16 @@ class Pin:
             return st.level
         v = 1 if x else 0
         st.out = v
-        # An output already at that level, nothing driving against it: no edge, nothing to
-        # update (the mux select lines are written four times per channel, most unchanged).
-        if st.level != v or st.mode != _PIN_OUT or st.ext is not None:
+        if st.mode != _PIN_OUT or st.ext is not None:
             self._pins.update(st)
+        elif st.level != v:
+            # Pins.update() for an output nobody drives against, the usual case (the mux select
+            # lines are written four times per channel): a new level, watchers, then the IRQ.
+            st.level = v
+            for fn in st.watchers:
+                fn(st.number, v)
+            if st.handler is not None:
+                self._pins.update_irq(st, v)
         return None
 
     def __call__(self, x=_UNSET):

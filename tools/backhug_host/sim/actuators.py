@@ -162,12 +162,22 @@ class FingerActuators:
             pos = positions[i]
             if target is None or target == pos or stuck[i]:
                 continue
-            f = None  # the load's force at the new position, when already known
             if target < pos:
-                new = max(target, pos - step_max)
+                new = pos - step_max
+                if new < target:
+                    new = target
+                if new == pos:
+                    continue
+                new_um = new / 1000.0
+                load.press(i, pos / 1000.0, new_um)
+                travel_um[i] += (pos - new) / 1000.0
+                f = None
             else:
-                new = min(target, pos + step_max)
-                f = force_n(i, new / 1000.0)
+                new = pos + step_max
+                if new > target:
+                    new = target
+                new_um = new / 1000.0
+                f = force_n(i, new_um)
                 if f > stall_n[i]:
                     f = None
                     # stalls on the last millisecond boundary before the load reaches stall force
@@ -175,17 +185,18 @@ class FingerActuators:
                     steps = int((lim * 1000.0 - pos) // speed) if lim is not None else 0
                     new = pos + max(0, steps) * speed
                     new = min(new, target)
-            if new == pos:
-                continue
-            load.press(i, pos / 1000.0, new / 1000.0)
-            travel_um[i] += abs(new - pos) / 1000.0
+                    new_um = new / 1000.0
+                if new == pos:
+                    continue
+                load.press(i, pos / 1000.0, new_um)
+                travel_um[i] += (new - pos) / 1000.0
+                # (f, when kept: press() only accounts work, the stiffness changes in relax(),
+                # so the force at the new position is still the one checked against the stall)
             positions[i] = new
             if new > peak_nm[i]:
                 peak_nm[i] = new
             if f is None:
-                f = force_n(i, new / 1000.0)
-            # else: the force checked against the stall; press() only accounts work, the
-            # stiffness changes in relax(), so the force there is still the same
+                f = force_n(i, new_um)
             if f > max_force_n[i]:
                 max_force_n[i] = f
 
