@@ -32,9 +32,11 @@ class _SelectLines:
         return s0.level | s1.level << 1 | s2.level << 2 | s3.level << 3
 
     def _changed(self, gpio, level):
-        if self.settle_us:
+        settle = self.settle_us
+        if settle:
             now = self.now_us()
-            if self.changed_us is None or now - self.changed_us >= self.settle_us:
+            changed = self.changed_us
+            if changed is None or now - changed >= settle:
                 self.shown = self.selected  # it had settled on the previous selection
             self.changed_us = now
         s0, s1, s2, s3 = self.lines

@@ -27,6 +27,9 @@ def raw_to_u16(raw):
     return raw * 65535 // RAW_MAX
 
 
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
 def _mix(x):
     # splitmix64 finaliser: a cheap, well-spread hash for per-millisecond noise
     x &= 0xFFFFFFFFFFFFFFFF
@@ -49,6 +52,13 @@ def _noise_at(key, t_ms):
     h = x ^ (x >> 31)
     total = (h & 0xFFFF) + (h >> 16 & 0xFFFF) + (h >> 32 & 0xFFFF) + (h >> 48)
     return (total / 65536.0 - 2.0) * 1.73  # 4 uniforms: variance 1/3 -> scale to ~1
+
+
+def _first_round(key):
+    # For 0 <= t < 2**30 - 1, t + 1 changes only the low 30 bits of (key ^ (t + 1)) & mask, so
+    # the first step of _mix on it, x ^ (x >> 30), is _first_round(key) ^ (t + 1).
+    k = key & _MASK64
+    return k ^ (k >> 30)
 
 
 def noise_unit(seed, channel, t_ms):
@@ -249,25 +259,24 @@ class ForceSensors:
             # with the calibration and the noise inlined
             offset, gain_q12 = self.force_cal[index]
             x = offset + force_n * 100.0 * 4096.0 / gain_q12
-            if self.noise_counts:
+            noise = self.noise_counts
+            if noise:
                 if self._keys_seed != self.seed:
-                    # masked now: for 0 <= t_ms < 2**64 - 1, masking after the XOR is the same
-                    self._keys = tuple(
-                        _noise_key(self.seed, i) & 0xFFFFFFFFFFFFFFFF for i in range(self.n)
-                    )
+                    keys = (_noise_key(self.seed, i) for i in range(self.n))
+                    self._keys = tuple(_first_round(k) for k in keys)
                     self._keys_seed = self.seed
-                if 0 <= t_ms < 0xFFFFFFFFFFFFFFFF:
-                    # noise_unit(self.seed, index, t_ms), inlined (see _noise_at); the sum of
-                    # the four 16-bit fields of h is h - 65535 * (h>>16 + h>>32 + h>>48)
-                    h = self._keys[index] ^ (t_ms + 1)
-                    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-                    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+                if 0 <= t_ms < 0x3FFFFFFF:
+                    # noise_unit(self.seed, index, t_ms), inlined: the key's first round done
+                    # (see _first_round), and the sum of the four 16-bit fields of h taken as
+                    # h - 65535 * (h>>16 + h>>32 + h>>48)
+                    h = ((self._keys[index] ^ (t_ms + 1)) * 0xBF58476D1CE4E5B9) & _MASK64
+                    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _MASK64
                     h ^= h >> 31
                     total = h - 65535 * ((h >> 16) + (h >> 32) + (h >> 48))
-                    x += self.noise_counts * ((total / 65536.0 - 2.0) * 1.73)
+                    x += noise * ((total / 65536.0 - 2.0) * 1.73)
                 else:
-                    x += self.noise_counts * noise_unit(self.seed, index, t_ms)
-            raw = int(round(x))
+                    x += noise * noise_unit(self.seed, index, t_ms)
+            raw = round(x)  # x is a float: round() gives the int
             raw = 0 if raw < 0 else RAW_MAX if raw > RAW_MAX else raw
             self.last_raw[index] = raw
             return raw
