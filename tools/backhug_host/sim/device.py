@@ -8,8 +8,10 @@ talks to it. The firmware then runs unchanged against it.
 Time. The physics lives on a 1 ms grid of the virtual clock. It is advanced lazily: before every
 ADC conversion (a force or the motor current) and after every output change (an I2C write to a
 PWM chip, a PWM duty, the output-enable line) the device integrates up to the current millisecond
-with the commands as they were, then takes the new commands. Fingers and leg rest move exactly
-(integer nanometres for fingers), so how often that happens does not change where they end up.
+with the commands as they were, then takes the new commands. Fingers move exactly (integer
+nanometres), so how often that happens does not change where they end up; the tissue's work
+and the leg-rest position are floats, whose last bits do depend on it, so the simulator keeps
+the moments it catches up at the same from version to version.
 Pin levels the firmware reads without an ADC conversion (limit switches, the button) and the
 scheduled events (button presses, the person getting up) need someone to advance the physics at
 the right moment: the host task `run()` sleeps until the next such moment (a predicted switch
