@@ -57,7 +57,7 @@ class Commands:
         else:
             if duration_min is None:
                 duration_min = ses.DEFAULT_DURATION_MIN
-            if duration_min not in ses.DURATIONS_MIN or isinstance(duration_min, bool):
+            if type(duration_min) is not int or duration_min not in ses.DURATIONS_MIN:
                 return (E_VALUE, "duration: must be one of 10, 20, 30, 40 minutes")
             duration_ms = duration_min * 60_000
         s.begin(duration_ms, plan, user)
@@ -99,7 +99,7 @@ class Commands:
         return _OK
 
     def set_strength(self, level):
-        if isinstance(level, bool) or level not in strength.LEVELS:
+        if type(level) is not int or level not in strength.LEVELS:
             return (E_VALUE, "strength: must be 1..10")
         self._d.session.set_strength(level)
         return _OK

@@ -195,6 +195,7 @@ class Session:
             self._hold(dt_ms, forces_cn, targets_um)
             if not self._present(dt_ms, forces_cn):
                 self._finish(END_PERSON_LEFT)
+                self._finishing(dt_ms, forces_cn, targets_um)  # release in this same tick
             elif self.legrest.settled():
                 self._enter_warmup()
         elif s == PAUSED:
@@ -202,8 +203,10 @@ class Session:
             self._pause_ms += dt_ms
             if not self._present(dt_ms, forces_cn):
                 self._finish(END_PERSON_LEFT)
+                self._finishing(dt_ms, forces_cn, targets_um)
             elif self._pause_ms >= PAUSE_MAX_MS:
                 self._finish(END_PAUSE_TIMEOUT)
+                self._finishing(dt_ms, forces_cn, targets_um)
         elif s == FINISHING:
             self._finishing(dt_ms, forces_cn, targets_um)
         else:

@@ -73,6 +73,8 @@ def test_commands_in_the_wrong_state_are_refused_and_change_nothing():
         ("set_strength", (0,), "strength"),
         ("set_strength", (11,), "strength"),
         ("set_strength", (True,), "strength"),
+        ("set_strength", (10.0,), "strength"),
+        ("start", {"duration_min": 10.0}, "duration"),
         ("set_area", ("neck",), "area"),
         ("set_flow", ("spin",), "flow"),
     ],
