@@ -16,8 +16,6 @@ from backhug_host import blestack, hostrt
 aioble = blestack.use_fake_aioble()
 import bluetooth  # noqa: E402
 
-from aioble import security  # noqa: E402, F401  (keeps connection.encrypted etc. up to date)
-
 _IRQ_MTU_EXCHANGED = 21
 _IRQ_ENCRYPTION_UPDATE = 28
 _IRQ_GET_SECRET = 29
@@ -75,9 +73,10 @@ class BondStore:
 def store():
     blestack.reset()
     bonds = BondStore()
+    # Registered before the stack starts (and aioble.security adds its handler), as the
+    # firmware does; blestack.reset() removes it again.
     aioble.core.register_irq_handler(bonds.irq, None)
     yield bonds
-    aioble.core._irq_handlers.remove(bonds.irq)
     blestack.reset()
 
 
@@ -442,3 +441,23 @@ def test_central_over_hci_tcp_in_real_time(store):
             await transport.close()
 
     assert hostrt.run(main(), virtual=False) == b"over tcp"
+
+
+def test_reset_is_a_clean_reboot(store):
+    async def boot():
+        Gatt()
+        _, _, _, device_conn = await connect()
+        return device_conn
+
+    hostrt.run(boot())
+    old_world = blestack.world()
+    blestack.reset()
+    # Like a fresh boot: only aioble's own handlers, no connections, a new world; the
+    # application's handler registered now comes before aioble.security's again.
+    assert store.irq not in aioble.core._irq_handlers
+    assert aioble.DeviceConnection._connected == {}
+    aioble.core.register_irq_handler(store.irq, None)
+    hostrt.run(boot())
+    handlers = aioble.core._irq_handlers
+    assert blestack.world() is not old_world
+    assert handlers.index(store.irq) < handlers.index(aioble.security._security_irq)

@@ -881,6 +881,9 @@ async def start():
     return await radio().started()
 
 
+_AIOBLE_OWN = ("aioble.device", "aioble.peripheral", "aioble.server")
+
+
 def reset():
     """Tear everything down so a test or a simulated reboot starts clean.
 
@@ -894,6 +897,13 @@ def reset():
                 handler()
             except Exception:
                 traceback.print_exc()
+        # A rebooted device has only the handlers aioble's modules register at import; the
+        # application's (and aioble.security's, added again at the next activation) go.
+        for handlers in (core._irq_handlers, core._shutdown_handlers):
+            handlers[:] = [h for h in handlers if getattr(h, "__module__", "") in _AIOBLE_OWN]
+        security = sys.modules.get("aioble.security")
+        if security is not None:
+            security._warned = False
         device_mod = sys.modules.get("aioble.device")
         if device_mod is not None:
             device_mod.DeviceConnection._connected.clear()

@@ -59,9 +59,16 @@ class _Flag:
 
 
 def ensure_active():
-    # The device's aioble loads its JSON secret file here; on the host the firmware's own IRQ
-    # handler is the bond store (docs/ble-adapter.md).
+    # As aioble: the first activation imports .security (if present), which registers its IRQ
+    # handler then. The device's aioble also loads its JSON secret file here; the host shim has
+    # no file store: the firmware's own IRQ handler keeps bonds (docs/ble-adapter.md).
     if not ble.active():
+        try:
+            from . import security
+
+            security._register()  # again after blestack.reset(), as on a fresh boot
+        except ImportError:
+            pass
         ble.active(True)
 
 

@@ -5,7 +5,8 @@ answers _IRQ_GET_SECRET/_IRQ_SET_SECRET (the firmware registers that handler wit
 aioble.core.register_irq_handler). This module answers neither event.
 """
 
-from .core import _Flag, ble, log_info, register_irq_handler
+from . import core
+from .core import _Flag, ble, log_error, log_info, register_irq_handler
 from .device import DeviceConnection
 
 _IRQ_ENCRYPTION_UPDATE = 28
@@ -36,13 +37,39 @@ def _security_irq(event, data):
             connection.key_size = key_size
             if encrypted and connection._pair_event:
                 connection._pair_event.set()
+    elif event in (_IRQ_GET_SECRET, _IRQ_SET_SECRET):
+        _warn_secret_order()
     elif event == _IRQ_PASSKEY_ACTION:
         conn_handle, action, passkey = data
         log_info("passkey action", conn_handle, action, passkey)
     return None
 
 
-register_irq_handler(_security_irq, None)
+_warned = False
+
+
+def _warn_secret_order():
+    # Reaching this handler means no earlier handler answered the secret. On the device this
+    # module answers it from ble_secrets.json, so a bond store registered after this module never
+    # sees secrets there; say so instead of hiding the difference.
+    global _warned
+    if _warned:
+        return
+    handlers = core._irq_handlers
+    if _security_irq in handlers and handlers.index(_security_irq) < len(handlers) - 1:
+        _warned = True
+        log_error(
+            "a secret IRQ reached aioble.security before a later handler: on the device "
+            "aioble.security would store it in ble_secrets.json itself"
+        )
+
+
+def _register():
+    if _security_irq not in core._irq_handlers:
+        register_irq_handler(_security_irq, None)
+
+
+_register()
 
 
 async def pair(
