@@ -461,3 +461,16 @@ def test_reset_is_a_clean_reboot(store):
     handlers = aioble.core._irq_handlers
     assert blestack.world() is not old_world
     assert handlers.index(store.irq) < handlers.index(aioble.security._security_irq)
+
+
+def test_device_initiated_pairing(store):
+    async def main():
+        Gatt()
+        _, connection, _, device_conn = await connect()
+        # A phone answers the device's Security Request by pairing.
+        connection.on("security_request", lambda _auth: asyncio.ensure_future(connection.pair()))
+        await device_conn.pair(timeout_ms=2000)
+        return device_conn.encrypted, device_conn.bonded
+
+    assert hostrt.run(main()) == (True, True)
+    assert len([s for s in store.sets if s[2] is not None]) == 1
