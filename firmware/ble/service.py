@@ -110,7 +110,8 @@ class BleService:
             if self._d.session.has_area(proto.AREA_IDS[i]):
                 bits |= 1 << i
         shape = proto.pack_protocol(b.finger_count, b.rows, b.cols, bits)
-        self.protocol = c(svc, proto.PROTOCOL_UUID, len(shape), read=True, initial=shape)
+        self._shape = shape
+        self.protocol = c(svc, proto.PROTOCOL_UUID, len(shape), read=True)
         self.strength = c(svc, proto.STRENGTH_UUID, proto.PROGRAMME_WRITE_MAX, True, True, True)
         self.area = c(svc, proto.AREA_UUID, proto.PROGRAMME_WRITE_MAX, True, True, True)
         self.flow = c(svc, proto.FLOW_UUID, proto.PROGRAMME_WRITE_MAX, True, True, True)
@@ -127,7 +128,8 @@ class BleService:
         self._services = (dis, svc)
 
     @staticmethod
-    def _char(svc, uuid, size, read=False, write=False, notify=False, initial=None):
+    def _char(svc, uuid, size, read=False, write=False, notify=False):
+        # no initial= here: gatts_set_buffer (run after the initial write) empties the value
         ch = aioble.BufferedCharacteristic(
             svc,
             bluetooth.UUID(uuid),
@@ -136,7 +138,6 @@ class BleService:
             notify=notify,
             capture=write,  # the written bytes travel with their connection, in order
             max_len=size,
-            initial=initial,
         )
         if read:
             ch.flags |= _FLAG_READ_ENCRYPTED
@@ -170,6 +171,7 @@ class BleService:
             io=_IO_NO_INPUT_OUTPUT,
         )
         aioble.register_services(*self._services)
+        self.protocol.write(self._shape)
         self.report.write(proto.pack_report(None))
         self.history.write(proto.pack_history(1, 0, 0, 0))
         self.faultlog.write(proto.pack_fault(1, 0, 0))
@@ -267,8 +269,7 @@ class BleService:
             self._state_due = False
             self._state_ms = ticks_ms()
             self._state_sent[:] = self._state_buf
-            self.state.write(self._state_buf)
-            self.state.notify(conn)
+            self.state.notify(conn, self._state_buf)
             self.sent += 1
             return
         if self._telemetry_due():
@@ -542,6 +543,7 @@ class BleService:
             flags,
             proto.end_id(s.end_reason),
         )
+        self.state.write(buf)  # a read always gets the current state
         changed = buf[0:6] != self._state_sent[0:6] or buf[12:] != self._state_sent[12:]
         if changed:
             if s.result is not None:

@@ -24,7 +24,9 @@ from firmware import session as ses
 
 
 class SimRun:
-    def __init__(self, board_id="sim", person=None, seed=0, data_dir=None, clock=None):
+    def __init__(
+        self, board_id="sim", person=None, seed=0, data_dir=None, clock=None, services=None
+    ):
         # the clock the running virtual loop and firmware.runtime share (hostrt.run installed it)
         self.clock = clock or runtime._host
         if not isinstance(self.clock, hostrt.VirtualClock):
@@ -42,7 +44,9 @@ class SimRun:
         self.store = storage.Store(self.store_root)
         self.history = history.TensionHistory(self.store)
         self.faultlog = faultlog.FaultLog(self.store)
-        self.device = app.Device(board_id, hw=hw, history=self.history, faultlog=self.faultlog)
+        # services(device, store) -> objects to attach (BLE, updates), called at every boot
+        self._services = services
+        self.device = self._make_device(hw)
         self.board = self.device.board
         self.boots = 1
         self.resets = []  # (elapsed_ms, why) of every reset the simulated device went through
@@ -52,6 +56,13 @@ class SimRun:
         self.states = []
         self.peak_truth_n = 0.0  # the highest force the physics saw on any finger
         self._tasks = []
+
+    def _make_device(self, hw):
+        d = app.Device(self.board_id, hw=hw, history=self.history, faultlog=self.faultlog)
+        if self._services is not None:
+            for svc in self._services(d, self.store):
+                d.add_service(svc)
+        return d
 
     async def start(self, selftest=True):
         # the physics host task first: the boot self-test waits on the simulated hardware
@@ -83,9 +94,7 @@ class SimRun:
                 self.store = storage.Store(self.store_root)
                 self.history = history.TensionHistory(self.store)
                 self.faultlog = faultlog.FaultLog(self.store)
-                self.device = app.Device(
-                    self.board_id, hw=hw, history=self.history, faultlog=self.faultlog
-                )
+                self.device = self._make_device(hw)
                 self.boots += 1
                 self._tasks.append(asyncio.create_task(self._boot()))
 
