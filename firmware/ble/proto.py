@@ -248,14 +248,15 @@ def pack_flow(name, tempo_pct):
 
 def unpack_setting(kind, b):
     # kind: "strength", "area" or "flow". Returns level, area name, or (flow name, tempo).
+    # NONE_ID (a programme's mixed area or flow) reads as None.
     if kind == "flow":
         if len(b) != 2:
             raise ValueError("flow: 2 bytes (flow id, tempo %%), got %d" % len(b))
-        return (id_name(FLOW_IDS, b[0]), b[1])
+        return (None if b[0] == NONE_ID else id_name(FLOW_IDS, b[0]), b[1])
     if len(b) != 1:
         raise ValueError("%s: 1 byte, got %d" % (kind, len(b)))
     if kind == "area":
-        return id_name(AREA_IDS, b[0])
+        return None if b[0] == NONE_ID else id_name(AREA_IDS, b[0])
     return b[0]
 
 

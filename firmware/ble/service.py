@@ -69,6 +69,7 @@ class BleService:
         self.programme = None  # the last validated programme upload (a parsed JSON object)
         self._up = None  # upload in progress: [buffer, total, crc, next offset, peer]
         self._answers = []  # (characteristic, bytes) waiting for the sender, oldest first
+        self._echo = []  # setting characteristics whose value changed, to notify
         self._settings = [None, None, None]  # strength, area, flow bytes last written
         self._state_buf = bytearray(proto.STATE_SIZE)
         self._state_sent = bytearray(proto.STATE_SIZE)
@@ -226,6 +227,7 @@ class BleService:
         finally:
             self.conn = None
             self._answers = []
+            self._echo = []
 
     async def _writes(self, char, handle):
         while True:
@@ -257,23 +259,25 @@ class BleService:
                 pass  # the link went down under us: _connected notices and cleans up
 
     def _send_one(self, conn):
+        # one notification, the most urgent first: answers, a strength change in telemetry
+        # (so the phone sees it one slot after the answer), state, setting echoes, telemetry
         if self._answers:
             char, data = self._answers.pop(0)
-            if data is None:
-                char.notify(conn)  # the characteristic's stored value
-            else:
-                char.notify(conn, data)
-            self.sent += 1
-            return
-        if self._state_due:
+            char.notify(conn, data)
+        elif self._tele_allowed() and self._d.session.ramp.level != self._tele_level:
+            self._send_telemetry(conn)
+        elif self._state_due:
             self._state_due = False
             self._state_ms = ticks_ms()
             self._state_sent[:] = self._state_buf
             self.state.notify(conn, self._state_buf)
-            self.sent += 1
-            return
-        if self._telemetry_due():
+        elif self._echo:
+            self._echo.pop(0).notify(conn)  # the value it holds: the setting in force
+        elif self._tele_allowed() and self._tele_period_over():
             self._send_telemetry(conn)
+        else:
+            return
+        self.sent += 1
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -378,7 +382,8 @@ class BleService:
             if values[k] != self._settings[k]:
                 self._settings[k] = values[k]
                 chars[k].write(values[k])
-                self._queue(chars[k], None)
+                if chars[k] not in self._echo:
+                    self._echo.append(chars[k])
 
     # -- history and fault log ----------------------------------------------------------------
 
@@ -554,15 +559,12 @@ class BleService:
 
     # -- telemetry ----------------------------------------------------------------------------
 
-    def _telemetry_due(self):
-        now = ticks_ms()
-        # the ring holds the send times of the last TELEMETRY_MAX notifications
-        if ticks_diff(now, self._tele_times[self._tele_slot]) < TELEMETRY_WINDOW_MS:
-            return False
-        level = self._d.session.ramp.level
-        if level != self._tele_level:
-            return True  # a strength change shows at once
-        return ticks_diff(now, self._tele_ms) >= TELEMETRY_PERIOD_MS
+    def _tele_allowed(self):
+        # the ring holds the send times of the last TELEMETRY_MAX telemetry notifications
+        return ticks_diff(ticks_ms(), self._tele_times[self._tele_slot]) >= TELEMETRY_WINDOW_MS
+
+    def _tele_period_over(self):
+        return ticks_diff(ticks_ms(), self._tele_ms) >= TELEMETRY_PERIOD_MS
 
     def _legrest_id(self):
         lr = self._d.legrest
@@ -601,7 +603,6 @@ class BleService:
         self._tele_times[self._tele_slot] = now
         self._tele_slot = (self._tele_slot + 1) % TELEMETRY_MAX
         self._tele_level = ramp.level
-        self.sent += 1
         first += count
         if first >= n:
             first = 0
