@@ -747,9 +747,6 @@ def test_cli_connection_problems_exit_2():
     assert "cannot connect" in err.text
     code, _, err, _ = backhug(["status"], device=FakeDevice(major=2))
     assert code == 2 and "update the client" in err
-    err = Out()
-    assert cli.main(["--sim", "status"], err=err) == 2
-    assert "in-process simulator" in err.text
     err = Out()  # nothing listens on port 9 here
     assert cli.main(["--hci", "tcp-client:127.0.0.1:9", "status"], err=err) == 2
     assert "cannot open HCI transport tcp-client:127.0.0.1:9" in err.text
@@ -843,3 +840,16 @@ def test_bumble_link_scans_pairs_and_stays_bonded_across_runs(tmp_path, vrun):
 
     # virtual time: the controllers' advertising and connection timers pass at once
     vrun(main())
+
+
+def test_cli_sim_runs_against_the_simulated_device_over_ble(tmp_path):
+    # --sim: a fresh simulated device (firmware + BLE service on Bumble), bonded in its window
+    out, err = Out(), Out()
+    assert cli.main(["--sim", "status"], out=out, err=err) == 0, err.text
+    assert "protocol 1.0, 26 fingers" in out.text and "idle" in out.text
+    out, err = Out(), Out()
+    code = cli.main(
+        ["--sim", "--mtu", "23", "programme", "docs/examples/programme.json"], out=out, err=err
+    )
+    assert code == 0, err.text
+    assert "programme started for user 0" in out.text

@@ -108,3 +108,25 @@ class BleSim:
             # the device disconnects a link it did not bond within its 100 ms link check
             await asyncio.sleep(0.3)
         return link
+
+
+async def serve(port=0, seconds=None, open_window=False, person=None, out=None):
+    """The simulated device in wall-clock time with a second controller on its link exposed as
+    HCI over TCP: another process (`backhug --hci tcp-client:127.0.0.1:PORT ...`, smpclient's
+    Bumble transport) is the phone. Prints the transport to use, then runs for `seconds` (None:
+    until cancelled). open_window: hold the button at boot so the first phone can bond."""
+    import sys
+
+    out = out or sys.stdout
+    sim = await BleSim(person=person).start()
+    try:
+        server = await blestack.serve_hci_tcp(port=port)
+        if open_window:
+            await sim.open_pairing_window()
+        out.write("device %s, HCI: %s\n" % (blestack.world().address, server.spec))
+        out.flush()
+        if seconds is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(seconds)
+    finally:
+        await sim.close()

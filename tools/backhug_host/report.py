@@ -34,10 +34,19 @@ def save_png(path, *, times_s, forces_cn, rows, cols, before, after, title, cap_
     ax = fig.add_subplot(grid[0, :])
     minutes = np.array(times_s, dtype=float) / 60.0
     extent = (minutes[0], minutes[-1] if len(minutes) > 1 else 1.0, data.shape[0] - 0.5, -0.5)
-    im = ax.imshow(data, aspect="auto", interpolation="nearest", extent=extent, cmap="magma",
-                   vmin=0, vmax=cap_cn / 100.0)
-    labels = [f"r{i // cols + 1}{'LR'[i % cols] if cols == 2 else i % cols}"
-              for i in range(data.shape[0])]
+    im = ax.imshow(
+        data,
+        aspect="auto",
+        interpolation="nearest",
+        extent=extent,
+        cmap="magma",
+        vmin=0,
+        vmax=cap_cn / 100.0,
+    )
+    labels = [
+        f"r{i // cols + 1}{'LR'[i % cols] if cols == 2 else i % cols}"
+        for i in range(data.shape[0])
+    ]
     ax.set_yticks(range(0, data.shape[0], max(1, data.shape[0] // 13)))
     ax.set_yticklabels(labels[:: max(1, data.shape[0] // 13)], fontsize=7)
     ax.set_xlabel("minutes")

@@ -201,6 +201,122 @@ class _Progress:
             self.out.write("\n")
 
 
+async def _direct(args, person, programme, progress):
+    run = SimRun(args.board, person=person, seed=args.seed)
+    try:
+        await run.start()
+        result = await run.run_session(
+            duration_min=None if programme else (args.duration or 20),
+            programme=programme,
+            strength=None if programme else args.strength,
+            area=None if programme else args.area,
+            flow=None if programme else args.flow,
+            on_progress=progress,
+        )
+        return run, result
+    finally:
+        await run.close()
+
+
+async def _through_ble(args, person, programme, out):
+    # The phone's way: the reference client pairs over BLE (Bumble) in the pairing window and
+    # runs the session with the protocol's commands; progress and the picture come from the
+    # state and telemetry notifications it receives. The physics is sampled on the side for
+    # the true peak force.
+    from backhug_host.blesim import BleSim
+    from backhug_host.client.cli import state_line
+    from backhug_host.client.core import CommandRefused
+
+    if args.board != "sim":
+        raise ValueError("--board: the BLE session runs the sim board (use --direct)")
+    sim = BleSim(person=person, seed=args.seed)
+    run = sim.run
+    progress = _BleProgress(out, run)
+    truth = asyncio.create_task(_watch_truth(run))
+    try:
+        await sim.start()
+        client = await sim.phone()
+        client.on_frame = progress.frame
+        client.on_state = progress.state
+        progress.line = state_line
+        try:
+            if programme is not None:
+                await client.upload_programme(json.dumps(programme).encode())
+                await client.start_programme(0)
+            else:
+                if not 0 <= args.strength <= 255:
+                    raise ValueError("strength: must be 1..10")
+                await client.set_strength(args.strength)
+                await client.set_area(args.area)
+                await client.set_flow(args.flow)
+                await client.start(args.duration or 20, 0)
+        except CommandRefused as e:
+            raise ValueError(e.reason or e.result_name) from None
+        st = await client.wait_state(lambda s: s["state"] != "idle", timeout_s=5)
+        await client.wait_state(lambda s: s["state"] == "idle", timeout_s=st["total_s"] + 300)
+        rep = await client.tension_report()
+        result = {
+            "reason": rep["end"],
+            "user": rep["user"],
+            "elapsed_ms": rep["elapsed_s"] * 1000,
+            "contacts": rep["contacts"],
+            "strength": rep["strength"],
+            "before": rep["before"],
+            "after": rep["after"],
+            "tracked": rep["tracked"],
+            "telemetry_frames": client.frames,
+            "ble_notifications": sim.service.sent,
+        }
+        progress.done()
+        out.write(
+            f"over BLE: {client.frames} telemetry frames, {sim.service.sent} notifications"
+            f" at MTU {client.link.mtu}\n"
+        )
+        return run, result
+    finally:
+        truth.cancel()
+        await sim.close()
+
+
+async def _watch_truth(run):
+    while True:
+        await asyncio.sleep(0.25)
+        run.peak_truth_n = max(run.peak_truth_n, max(run.sim.max_forces_n()))
+
+
+class _BleProgress:
+    # What the phone sees: the state line (progress bar) redrawn on a terminal, one line per
+    # simulated minute otherwise; the frames are kept for the picture.
+    def __init__(self, out, run):
+        self.out = out
+        self.run = run
+        self.tty = out.isatty()
+        self.line = None
+        self._frame = None
+        self._minute = -1
+
+    def frame(self, f):
+        self._frame = f
+        run = self.run
+        run.times_s.append(run.sim.elapsed_ms() / 1000)
+        run.forces_cn.append(list(f["forces_cn"]))
+
+    def state(self, st):
+        if self.line is None:
+            return
+        text = self.line(st, self._frame)
+        if self.tty:
+            self.out.write("\r\033[K" + text)
+            self.out.flush()
+        elif st["elapsed_s"] // 60 != self._minute or st["state"] == "idle":
+            self._minute = st["elapsed_s"] // 60
+            self.out.write(text + "\n")
+
+    def done(self):
+        if self.tty:
+            self.out.write("\n")
+
+
 def main(argv=None, out=sys.stdout):
     p = argparse.ArgumentParser(
         prog="python -m backhug_host.sim session",
@@ -224,6 +340,11 @@ def main(argv=None, out=sys.stdout):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--png", type=Path, default=Path("build/sim-session.png"))
     p.add_argument("--json", type=Path, default=None, help="also write the result as JSON")
+    p.add_argument(
+        "--direct",
+        action="store_true",
+        help="call the firmware's commands directly instead of through BLE and the client",
+    )
     args = p.parse_args(argv)
 
     programme = None
@@ -240,33 +361,20 @@ def main(argv=None, out=sys.stdout):
         return 2
 
     progress = _Progress(out)
-
-    async def go():
-        run = SimRun(args.board, person=person, seed=args.seed)
-        try:
-            await run.start()
-            result = await run.run_session(
-                duration_min=None if programme else (args.duration or 20),
-                programme=programme,
-                strength=None if programme else args.strength,
-                area=None if programme else args.area,
-                flow=None if programme else args.flow,
-                on_progress=progress,
-            )
-            return run, result
-        finally:
-            await run.close()
-
     wall0 = time.perf_counter()
     try:
-        run, result = hostrt.run(go())
+        if args.direct:
+            run, result = hostrt.run(_direct(args, person, programme, progress))
+        else:
+            run, result = hostrt.run(_through_ble(args, person, programme, out))
     except ValueError as e:
         progress.done()
         print(f"refused: {e}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - wall0
-    progress.done()
-    sim_s = run.times_s[-1] if run.times_s else 0.0
+    if args.direct:
+        progress.done()
+    sim_s = run.sim.elapsed_ms() / 1000
     out.write(
         f"\nsession ended: {result['reason']} after {result['elapsed_ms'] / 60000:.1f} min of"
         f" treatment ({sim_s / 60:.1f} simulated minutes in {wall:.1f} s wall,"

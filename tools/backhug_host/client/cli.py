@@ -7,6 +7,7 @@
     backhug programme plan.json --user 1  upload, commit and run a programme
     backhug watch                         live state and telemetry until the session ends
     backhug tension --png t.png | history --user 1 | faults
+    backhug session --minutes 20 --png t.png   start, watch to the end, report the tension
 
 Transport: the computer's radio through bleak (default; --address or the first one found),
 `--hci tcp-client:127.0.0.1:9000` for Bumble on an HCI transport (the simulator offers one), or
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 
 from backhug_host.client.core import (
@@ -49,9 +51,21 @@ class UsageError(Exception):
     """A problem with what was asked (bad file, nothing found): exit code 2."""
 
 
-def open_sim_link(args):
-    """The in-process simulator's link (SimRun + the firmware BLE service on Bumble)."""
-    raise NotImplementedError("in-process simulator: wired by backhug_host.blesim")
+async def open_sim_link(args):
+    """A fresh simulated device (the firmware and its BLE service on Bumble, in virtual time,
+    a person with stiff upper-left and middle-right back lying on it) and a phone bonded to it
+    through the pairing window. The simulator goes when the link is closed."""
+    from backhug_host.blesim import BleSim
+
+    sim = await BleSim(person={"stiff": ("upper_left", "middle_right")}).start()
+    try:
+        link = BumbleLink(await sim.central())
+        await sim.connect(link, mtu=args.mtu or None)
+    except BaseException:
+        await sim.close()
+        raise
+    link.sim = sim
+    return link
 
 
 def _u8(text):
@@ -111,6 +125,13 @@ def build_parser():
     s.add_argument("--user", type=_u8, default=0)
     s.add_argument("--png", metavar="PATH", help="also draw tension over the sessions")
     sub.add_parser("faults", help="the device's fault log")
+    s = sub.add_parser(
+        "session", help="run a whole session: start, watch it to the end, report the tension"
+    )
+    s.add_argument("--minutes", type=_u8, default=20, help="10, 20, 30 or 40 (20)")
+    s.add_argument("--user", type=_u8, default=0)
+    s.add_argument("--programme", metavar="FILE", help="upload and run this programme instead")
+    s.add_argument("--png", metavar="PATH", help="also draw the tension report")
     return p
 
 
@@ -132,7 +153,7 @@ async def _scan(args):
 async def open_link(args):
     """The connected link the options ask for (encrypted when this central is bonded)."""
     if args.sim:
-        return open_sim_link(args)
+        return await open_sim_link(args)
     if args.hci:
         link = await BumbleLink.open_hci(
             args.hci, keystore_path=args.keystore or default_keystore_path()
@@ -323,6 +344,18 @@ async def _cmd_programme(client, args, out):
     return EXIT_OK
 
 
+async def _cmd_session(client, args, out):
+    if args.programme:
+        args.file, args.no_start = args.programme, False
+        await _cmd_programme(client, args, out)
+    else:
+        await _cmd_start(client, args, out)
+    await client.wait_state(lambda s: s["state"] != "idle")
+    args.seconds = None
+    await _cmd_watch(client, args, out)
+    return await _cmd_tension(client, args, out)
+
+
 def _simple(method, done):
     async def run(client, args, out):
         await getattr(client, method)()
@@ -341,11 +374,14 @@ async def _cmd_watch(client, args, out):
     tty = out.isatty()
     loop = asyncio.get_running_loop()
     until = None if args.seconds is None else loop.time() + args.seconds
+    shown = None
     while True:
-        line = state_line(client.latest_state, client.latest_frame)
+        st = client.latest_state
+        line = state_line(st, client.latest_frame)
         if tty:  # one line rewritten in place
             print("\r\033[K" + line, end="", file=out, flush=True)
-        else:
+        elif (st["state"], st["elapsed_s"] // 60) != shown:  # a log: a line a minute
+            shown = (st["state"], st["elapsed_s"] // 60)
             _say(out, line)
         if client.latest_state["state"] == "idle":
             break
@@ -463,6 +499,7 @@ _COMMANDS = {
     "tension": _cmd_tension,
     "history": _cmd_history,
     "faults": _cmd_faults,
+    "session": _cmd_session,
 }
 
 
@@ -501,6 +538,9 @@ async def _run(args, out, link_factory, scanner):
             await asyncio.wait_for(link.disconnect(), args.timeout)
         except Exception:  # leaving anyway
             pass
+        sim = getattr(link, "sim", None)
+        if sim is not None:
+            await sim.close()
 
 
 def main(argv=None, *, link_factory=None, scanner=None, out=None, err=None):
@@ -508,12 +548,19 @@ def main(argv=None, *, link_factory=None, scanner=None, out=None, err=None):
     coroutines to replace the transports (tests)."""
     out = out or sys.stdout
     err = err or sys.stderr
+    # the device may notify before this client has subscribed (a fresh link): not a problem
+    logging.getLogger("bumble.gatt_client").setLevel(logging.ERROR)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
+    job = _run(args, out, link_factory or open_link, scanner or _scan)
     try:
-        return asyncio.run(_run(args, out, link_factory or open_link, scanner or _scan))
+        if args.sim:
+            from backhug_host import hostrt
+
+            return hostrt.run(job, virtual=True)  # the simulated minutes pass in seconds
+        return asyncio.run(job)
     except CommandRefused as e:
         print("refused: %s%s" % (e.result_name, ": " + e.reason if e.reason else ""), file=err)
         return EXIT_REFUSED

@@ -4,6 +4,9 @@ Commands:
     session    (the default) a complete treatment session with a simulated person lying on the
                device, in virtual time: progress, the tension report and a PNG picture
                (backhug_host/simsession.py; `session --help` lists its options)
+    serve      the simulated device in wall-clock time, its BLE radio reachable as HCI over TCP
+               on loopback, so the client (`backhug --hci tcp-client:127.0.0.1:PORT ...`) or
+               smpclient's Bumble transport can drive it from another process
     selftest   boot the simulated board in virtual time and run the hardware self-test on it
                (full: the factory test with the test rig's plate over the fingers; quick: the
                boot-time test, with a person lying on the device).
@@ -18,7 +21,7 @@ import asyncio
 import sys
 import time
 
-COMMANDS = ("session", "selftest")
+COMMANDS = ("session", "selftest", "serve")
 DEFAULT_COMMAND = "session"
 
 
@@ -53,6 +56,10 @@ def _parser():
         help="rig plate height above the retracted fingers (default: the rig's 20 mm)",
     )
     st.add_argument("--all", action="store_true", help="list every part, passing ones too")
+    sv = sub.add_parser("serve", help="the simulated device on an HCI socket, in real time")
+    sv.add_argument("--port", type=int, default=9000, help="TCP port on 127.0.0.1 (0: any)")
+    sv.add_argument("--seconds", type=float, default=None, help="stop after this (default never)")
+    sv.add_argument("--open-window", action="store_true", help="open the pairing window at start")
     return p
 
 
@@ -137,6 +144,24 @@ def cmd_selftest(args):
     return 0 if report["ok"] else 1
 
 
+def cmd_serve(args):
+    from backhug_host import blesim, hostrt
+
+    person = {"stiff": ("upper_left", "middle_right")}
+    try:
+        hostrt.run(
+            blesim.serve(args.port, args.seconds, args.open_window, person),
+            virtual=True,
+            paced=True,
+        )
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     argv = _argv_with_default(argv)
@@ -147,6 +172,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command == "selftest":
         return cmd_selftest(args)
+    if args.command == "serve":
+        return cmd_serve(args)
     return 2  # pragma: no cover - argparse refuses unknown commands
 
 
