@@ -41,6 +41,7 @@ _STATE_COLOURS = (
     (0, 80, 80),  # finishing
 )
 _FAULT_COLOUR = (200, 0, 0)
+_PAIRING_COLOUR = (0, 0, 200)  # bright blue while a new phone may bond
 _FAULT_TONE_HZ = 2_000
 FAULTLOG_FLUSH_MS = 500
 
@@ -240,7 +241,10 @@ class Device:
         blink = False
         while True:
             if not self.safestop.active:
-                led.set(*_STATE_COLOURS[self.session.state])
+                if self.session.state == ses.IDLE and self._pairing_window_open():
+                    led.set(*_PAIRING_COLOUR)
+                else:
+                    led.set(*_STATE_COLOURS[self.session.state])
             elif self.supervisor.fault_code:
                 blink = not blink  # a latched fault blinks red until acknowledged
                 led.set(*(_FAULT_COLOUR if blink else (0, 0, 0)))
@@ -249,6 +253,12 @@ class Device:
                 if not self._beep_left:
                     self.hw.buzzer.off()
             await sleep_ms(STATUS_PERIOD_MS)
+
+    def _pairing_window_open(self):
+        for svc in self.services:
+            if hasattr(svc, "pairing_window_open") and svc.pairing_window_open():
+                return True
+        return False
 
     async def _flush_log(self):
         # faults are noted in RAM inside the tick; flash writes happen here, outside it

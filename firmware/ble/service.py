@@ -151,6 +151,9 @@ class BleService:
     def open_pairing_window(self):
         self.bonds.open_window()
 
+    def pairing_window_open(self):
+        return self.bonds.window_open()
+
     def clear_bonds(self):
         self.bonds.clear()
         conn = self.conn

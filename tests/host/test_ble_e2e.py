@@ -45,6 +45,7 @@ def test_session_from_the_phone_with_strength_change_and_reconnect():
             client = await sim.phone(phone)
             assert sim.service.bonds.count() == 1
             assert client.latest_state["state"] == "idle" and client.latest_state["pairing"]
+            assert tuple(sim.device.hw.led.rgb) == (0, 0, 200)  # the window shows on the LED
 
             await client.start(10, 0)
             st = await client.wait_state(lambda s: s["state"] == "treating", timeout_s=200)
