@@ -58,8 +58,13 @@ def _peer(conn):
 
 
 class BleService:
-    def __init__(self, device, store, identity=None):
+    # extras: other GATT services sharing this radio (the SMP update service): objects with
+    # gatt_services() -> aioble.Service objects to register with ours (aioble registers one
+    # table, all at once) and `async serve(ble)`, run with this service's tasks; `ble.conn` is
+    # the phone's connection and `ble.trusted(conn)` says whether it is encrypted and bonded.
+    def __init__(self, device, store, identity=None, extras=()):
         self._d = device
+        self.extras = tuple(extras)
         self.bonds = bondstore.Bonds(store)
         identity = identity or {}
         self.serial = identity.get("serial", _UNPROVISIONED)
@@ -146,6 +151,10 @@ class BleService:
             ch.flags |= _FLAG_WRITE_ENCRYPTED
         return ch
 
+    @staticmethod
+    def trusted(conn):
+        return _trusted(conn)
+
     # -- button hooks (app.Device calls these) -------------------------------------------------
 
     def open_pairing_window(self):
@@ -174,7 +183,10 @@ class BleService:
             mitm=False,
             io=_IO_NO_INPUT_OUTPUT,
         )
-        aioble.register_services(*self._services)
+        services = list(self._services)
+        for x in self.extras:
+            services.extend(x.gatt_services())
+        aioble.register_services(*services)
         self.protocol.write(self._shape)
         self.report.write(proto.pack_report(None))
         self.history.write(proto.pack_history(1, 0, 0, 0))
@@ -188,7 +200,7 @@ class BleService:
             self._writes(self.upload, self._upload),
             self._sender(),
             self._housekeeping(),
-        )
+        ) + tuple(x.serve(self) for x in self.extras)
         tasks = [asyncio.create_task(j) for j in jobs]
         try:
             await asyncio.gather(*tasks)  # returns only if one of them fails: that is a fault
