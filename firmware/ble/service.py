@@ -257,7 +257,10 @@ class BleService:
             if window != self._window:
                 self._window = window
                 aioble.config(bond=window)
-            self.bonds.save()
+            try:
+                self.bonds.save()
+            except OSError:
+                pass  # flash full or failing: the table stays dirty and is written next time
             self._refresh_settings()
             self._refresh_state()
             await sleep_ms(LINK_CHECK_MS)
