@@ -11,7 +11,7 @@ NODE_STAMP := node_modules/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv node_modules test lint tier1 tier2 tier3 mpy bench sim clean distclean
+.PHONY: help venv node_modules test lint tier1 tier2 tier3 mpy bench sim clean distclean bundle
 
 help:
 	@echo "make sim [ARGS=...]  run the simulator (python -m backhug_host.sim)"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint            ruff check"
 	@echo "make mpy             compile firmware/ and boards/ into build/mpy/"
 	@echo "make bench           benchmarks -> build/bench.json"
+	@echo "make bundle [BOARD=backhug_v3] [ARGS=...]  signed update bundle -> build/bundle/ (default --dev)"
 	@echo "make venv            create .venv (also done on demand)"
 	@echo "make clean           remove build outputs; distclean also removes .venv and node_modules"
 
@@ -83,6 +84,12 @@ bench: $(VENV_STAMP) $(NODE_STAMP)
 
 sim: $(VENV_STAMP)
 	$(PY) -m backhug_host.sim $(ARGS)
+
+# A development bundle (--dev) unless ARGS gives --key or BACKHUG_SIGNING_KEY is set.
+BOARD ?= backhug_v3
+bundle: $(VENV_STAMP)
+	$(PY) -m backhug_host.bundler build --board $(BOARD) \
+	  $(if $(or $(findstring --key,$(ARGS)),$(BACKHUG_SIGNING_KEY)),,--dev) $(ARGS)
 
 clean:
 	rm -rf build .hypothesis .pytest_cache .ruff_cache
