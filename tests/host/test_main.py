@@ -1,6 +1,7 @@
 """The device's entry point (firmware/main.py) builds the device from its flash: the identity the
-factory wrote names the board and the serial the phone sees; a missing or broken identity file
-leaves a working, unprovisioned device."""
+factory wrote names the board, the serial the phone sees and the key updates must be signed
+with; a missing or broken identity file leaves a working, unprovisioned device. The update
+service's SMP GATT service is registered with the BLE service's."""
 
 from backhug_host import blestack, hostrt
 from backhug_host.sim.device import SimDevice
@@ -15,10 +16,10 @@ def _hw():
 
 
 def test_identity_names_board_and_serial(tmp_path):
-    storage.Store(str(tmp_path)).save(
+    storage.Store(str(tmp_path / "data")).save(
         "identity", {"board": "sim", "serial": "BH3-000123", "hardware": "v3.1"}
     )
-    d = main.build(str(tmp_path), hw=_hw())
+    d = main.build(str(tmp_path / "data"), hw=_hw(), slots_root=str(tmp_path / "slots"))
     svc = d.services[0]
     assert d.board.id == "sim"
     assert svc.serial == "BH3-000123" and svc.name == "BackHug-0123" and svc.hardware == "v3.1"
@@ -32,3 +33,20 @@ def test_broken_identity_is_set_aside_and_the_device_still_builds(tmp_path):
     s = storage.Store(str(tmp_path))
     assert main.load_identity(s) == {}
     assert [n for n, _ in s.problems] == ["identity"]
+
+
+def test_update_service_with_its_smp_gatt_service(tmp_path):
+    key = "ab" * 32
+    storage.Store(str(tmp_path / "data")).save("identity", {"board": "sim", "update_key": key})
+    d = main.build(str(tmp_path / "data"), hw=_hw(), slots_root=str(tmp_path / "slots"))
+    ble, update = d.services
+    assert update.slots.public_key == bytes.fromhex(key)
+    assert ble.extras == update.extras
+    (smp_service,) = update.extras[0].gatt_services()
+    assert "8D53DC1D-1DB7-4CD3-868B-8A527460AA84" in str(smp_service.uuid).upper()
+
+
+def test_update_key_must_be_64_hex_digits(tmp_path):
+    store = storage.Store(str(tmp_path))
+    store.save("identity", {"board": "sim", "update_key": "ab" * 31})
+    assert main.load_identity(storage.Store(str(tmp_path))) == {}

@@ -86,17 +86,27 @@ class SimRun:
             try:
                 await self.sim.run()
             except WatchdogExpired as e:
-                self.resets.append((self.sim.elapsed_ms(), str(e)))
-                self.device.cancel_tasks()
-                self.sim.world.reboot(emul.use_fake_machine().WDT_RESET)
-                hw = self.sim.build_hal()
-                # RAM is gone: the flash store, history and fault log are read afresh
-                self.store = storage.Store(self.store_root)
-                self.history = history.TensionHistory(self.store)
-                self.faultlog = faultlog.FaultLog(self.store)
-                self.device = self._make_device(hw)
-                self.boots += 1
-                self._tasks.append(asyncio.create_task(self._boot()))
+                self._reboot(str(e), emul.use_fake_machine().WDT_RESET)
+
+    def _reboot(self, why, cause):
+        self.resets.append((self.sim.elapsed_ms(), why))
+        self.device.cancel_tasks()
+        self.sim.world.reboot(cause)
+        hw = self.sim.build_hal()
+        # RAM is gone: the flash store, history and fault log are read afresh
+        self.store = storage.Store(self.store_root)
+        self.history = history.TensionHistory(self.store)
+        self.faultlog = faultlog.FaultLog(self.store)
+        self.device = self._make_device(hw)
+        self.boots += 1
+        self._tasks.append(asyncio.create_task(self._boot()))
+
+    def reset(self, why="reset"):
+        """The firmware's machine.reset(): the device reboots as from the watchdog path, with
+        the reset cause machine.reset() gives. Called from inside a firmware task, so the
+        reboot happens just after, from the loop."""
+        cause = emul.use_fake_machine().HARD_RESET
+        asyncio.get_running_loop().call_soon(self._reboot, why, cause)
 
     async def close(self):
         self.device.cancel_tasks()

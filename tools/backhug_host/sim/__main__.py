@@ -6,7 +6,9 @@ Commands:
                (backhug_host/simsession.py; `session --help` lists its options)
     serve      the simulated device in wall-clock time, its BLE radio reachable as HCI over TCP
                on loopback, so the client (`backhug --hci tcp-client:127.0.0.1:PORT ...`) or
-               smpclient's Bumble transport can drive it from another process
+               smpclient's Bumble transport can drive it from another process; with
+               --udp-port it also answers SMP (firmware updates) on UDP, as smpclient's UDP
+               transport expects
     selftest   boot the simulated board in virtual time and run the hardware self-test on it
                (full: the factory test with the test rig's plate over the fingers; quick: the
                boot-time test, with a person lying on the device).
@@ -60,6 +62,12 @@ def _parser():
     sv.add_argument("--port", type=int, default=9000, help="TCP port on 127.0.0.1 (0: any)")
     sv.add_argument("--seconds", type=float, default=None, help="stop after this (default never)")
     sv.add_argument("--open-window", action="store_true", help="open the pairing window at start")
+    sv.add_argument(
+        "--udp-port", type=int, default=None, help="also serve SMP on UDP 127.0.0.1 (1337; 0: any)"
+    )
+    sv.add_argument(
+        "--data-dir", default=None, help="keep the device's flash here (default: a temporary one)"
+    )
     return p
 
 
@@ -150,7 +158,14 @@ def cmd_serve(args):
     person = {"stiff": ("upper_left", "middle_right")}
     try:
         hostrt.run(
-            blesim.serve(args.port, args.seconds, args.open_window, person),
+            blesim.serve(
+                args.port,
+                args.seconds,
+                args.open_window,
+                person,
+                udp_port=args.udp_port,
+                data_dir=args.data_dir,
+            ),
             virtual=True,
             paced=True,
         )
