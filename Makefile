@@ -11,7 +11,7 @@ NODE_STAMP := node_modules/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv node_modules test lint tier1 tier2 tier3 mpy bench sim clean distclean bundle
+.PHONY: help venv node_modules test lint tier1 tier2 tier3 mpy bench sim clean distclean bundle flash eol
 
 help:
 	@echo "make sim [ARGS=...]  run the simulator (python -m backhug_host.sim)"
@@ -20,6 +20,9 @@ help:
 	@echo "make mpy             compile firmware/ and boards/ into build/mpy/"
 	@echo "make bench           benchmarks -> build/bench.json"
 	@echo "make bundle [BOARD=backhug_v3] [ARGS=...]  signed update bundle -> build/bundle/ (default --dev)"
+	@echo "make flash PORT=/dev/ttyACM0 BOARD=devkit SERIAL=... [HARDWARE=...] [PUBLIC_KEY=...]"
+	@echo "                     provision a device with mpremote (bundle, boot.py, packages, identity)"
+	@echo "make eol PORT=/dev/ttyACM0 [SERIAL=...] | make eol SIM=1   end-of-line test -> build/eol/"
 	@echo "make venv            create .venv (also done on demand)"
 	@echo "make clean           remove build outputs; distclean also removes .venv and node_modules"
 
@@ -90,6 +93,22 @@ BOARD ?= backhug_v3
 bundle: $(VENV_STAMP)
 	$(PY) -m backhug_host.bundler build --board $(BOARD) \
 	  $(if $(or $(findstring --key,$(ARGS)),$(BACKHUG_SIGNING_KEY)),,--dev) $(ARGS)
+
+# Provisioning (docs/factory.md): builds the bundle (dev key unless PUBLIC_KEY/ARGS say otherwise)
+# and installs it with the package cache from build/mipcache (mipcache.py prepare, once, online).
+HARDWARE ?= $(if $(filter devkit,$(BOARD)),devkit-c1,v3.1)
+flash: $(VENV_STAMP)
+	@test -n "$(PORT)" || { echo "make flash: give PORT=/dev/ttyACM0 (and BOARD=, SERIAL=)"; exit 2; }
+	$(MAKE) --no-print-directory bundle BOARD=$(BOARD) \
+	  ARGS="$(if $(BUNDLE_KEY),--key $(BUNDLE_KEY),)"
+	$(PY) -m backhug_host.factory.provision --port $(PORT) --board $(BOARD) \
+	  $(if $(SERIAL),--serial $(SERIAL),) --hardware $(HARDWARE) \
+	  $(if $(PUBLIC_KEY),--public-key $(PUBLIC_KEY),--dev) $(ARGS)
+
+# End-of-line test (docs/factory.md): the report goes to build/eol/<serial>.json.
+eol: $(VENV_STAMP)
+	$(PY) -m backhug_host.factory.eol $(if $(SIM),--sim,--port $(PORT)) \
+	  $(if $(SERIAL),--serial $(SERIAL),) $(ARGS)
 
 clean:
 	rm -rf build .hypothesis .pytest_cache .ruff_cache
