@@ -3,7 +3,9 @@
 # The BLE stack asks the application to store and find its pairing secrets through two IRQ
 # events (MicroPython's bluetooth module: _IRQ_SET_SECRET, _IRQ_GET_SECRET). This module is that
 # store, so the bonding policy lives in one place:
-#   - a new phone bonds only while the pairing window is open (opened by a long button press);
+#   - a phone bonds only while the pairing window is open (opened by a long button press);
+#     outside it the table does not change at all, so a phone spoofing a bonded one's address
+#     cannot replace or delete that bond;
 #   - at most MAX_BONDS phones; bonding one more replaces the one bonded longest ago (the window
 #     is open by then, so only someone at the device can do it);
 #   - a very long press forgets every bond.
@@ -130,6 +132,11 @@ class Bonds:
     # -- the stack's secret store (IRQ events) -------------------------------------------------
 
     def set_secret(self, sec_type, key, value):
+        # Outside the window nothing changes: not a new phone, and not a bonded phone's keys
+        # either (deleted or replaced), since anyone can pair Just Works using a bonded phone's
+        # address; its real owner's bond must survive that.
+        if not self.window_open():
+            return False
         key = bytes(key)
         peer = key[:PEER_KEY_LEN]
         p = self._find(peer)
@@ -142,8 +149,6 @@ class Bonds:
             self._dirty = True
             return True
         if p is None:
-            if not self.window_open():
-                return False  # a new phone outside the window: the bond is not kept
             if len(self._peers) >= MAX_BONDS:
                 oldest = min(self._peers, key=lambda q: q[1])
                 self._peers.remove(oldest)

@@ -223,7 +223,7 @@ class BleService:
             except asyncio.TimeoutError:
                 continue
             if conn is None:
-                continue
+                return  # aioble returns None when this task was cancelled: stop with it
             await self._connected(conn)
 
     async def _connected(self, conn):
@@ -358,7 +358,10 @@ class BleService:
         return True
 
     def _settled(self, op, kind, code, reason):
-        self._settings[kind] = None  # write back and notify the value in force, accepted or not
+        # the value in force goes back into the characteristic (and is notified) before the
+        # answer leaves, so a read after a refusal never sees the refused bytes
+        self._settings[kind] = None
+        self._refresh_settings()
         self._answer(op, 0, code, reason)
 
     def _set_strength(self, conn, data):
@@ -367,6 +370,7 @@ class BleService:
             self._settled(proto.OP_SET_STRENGTH, 0, code, reason)
         else:
             self._settings[0] = None
+            self._refresh_settings()
 
     def _set_area(self, conn, data):
         if self._setting(conn, data, proto.OP_SET_AREA, 1):
@@ -377,6 +381,7 @@ class BleService:
             self._settled(proto.OP_SET_AREA, 1, code, reason)
         else:
             self._settings[1] = None
+            self._refresh_settings()
 
     def _set_flow(self, conn, data):
         if self._setting(conn, data, proto.OP_SET_FLOW, 2):
@@ -387,6 +392,7 @@ class BleService:
             self._settled(proto.OP_SET_FLOW, 2, code, reason)
         else:
             self._settings[2] = None
+            self._refresh_settings()
 
     def _refresh_settings(self):
         s = self._d.session
@@ -520,14 +526,16 @@ class BleService:
         if crc32(up[0]) != up[2]:
             self._up_answer(proto.UP_COMMIT, proto.E_VALUE, "CRC mismatch: upload again")
             return
+        # RuntimeError: nesting deeper than the parser's recursion limit (a bad upload, not a
+        # reason to lose the BLE task); MemoryError: more objects than the heap holds
         try:
             obj = json.loads(bytes(up[0]).decode())
-        except (ValueError, UnicodeError) as e:
+        except (ValueError, UnicodeError, RuntimeError, MemoryError) as e:
             self._up_answer(proto.UP_COMMIT, proto.E_VALUE, "not JSON: %s" % e)
             return
         try:
             programme.parse(obj, self._d.board)
-        except programme.ProgrammeError as e:
+        except (programme.ProgrammeError, RuntimeError, MemoryError) as e:
             self._up_answer(proto.UP_COMMIT, proto.E_VALUE, str(e))
             return
         self.programme = obj

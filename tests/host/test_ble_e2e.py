@@ -13,7 +13,7 @@ from bumble.device import Peer
 from backhug_host import blestack, hostrt
 from backhug_host.blesim import BleSim
 from backhug_host.client.core import BackHugClient, CommandRefused
-from backhug_host.client.link import BumbleLink, NotPaired
+from backhug_host.client.link import BumbleLink, LinkError, NotPaired
 from firmware import session as ses
 from firmware.ble import proto
 
@@ -147,6 +147,8 @@ def test_strangers_read_only_device_information_and_bond_only_in_the_window():
             # in the window the same phone bonds, and can then drive the device
             client = await sim.phone(phone)
             assert sim.service.bonds.count() == 1
+            with pytest.raises(LinkError, match="READ_NOT_PERMITTED"):
+                await client.link.read(proto.CONTROL_UUID)  # write/notify only
             await client.set_strength(4)
             assert sim.device.session.strength == 4
         finally:

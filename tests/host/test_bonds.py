@@ -48,9 +48,10 @@ def test_the_window_closes_after_a_minute(clock, store):
     clock.advance_ms(1)
     assert not b.window_open()
     assert not _bond(b, 2)
-    # a phone already bonded may still refresh its keys
-    assert b.irq(_SET, (1, _peer(1), b"new"))
-    assert b.irq(_GET, (1, None, _peer(1))) == b"new"
+    # nor can anyone (say a phone using a bonded one's address) replace or delete its keys
+    assert b.irq(_SET, (1, _peer(1), b"new")) is False
+    assert b.irq(_SET, (1, _peer(1), None)) is False
+    assert b.irq(_GET, (1, None, _peer(1))) == b"ltk-ours"
 
 
 def test_five_bonds_then_the_oldest_goes_only_inside_the_window(clock, store):
@@ -79,7 +80,7 @@ def test_lookup_by_index_enumerates_each_type(clock, store):
     assert b.irq(_GET, (2, 1, None)) == b"b-peer"
 
 
-def test_deleting_every_secret_forgets_the_phone(clock, store):
+def test_deleting_every_secret_in_the_window_forgets_the_phone(clock, store):
     b = bonds.Bonds(store)
     b.open_window()
     _bond(b, 1)

@@ -157,10 +157,15 @@ class _Characteristic(gatt.Characteristic):
         self._mp_flags = flags
 
     async def read_value(self, bearer):
+        # bumble's server does not check its READABLE/WRITEABLE bits; NimBLE answers these
+        if not self._mp_flags & _FLAG_READ:
+            raise att.ATT_Error(att.ATT_READ_NOT_PERMITTED_ERROR, self.handle)
         await self._radio._check_security(bearer, self, self._mp_flags, read=True)
         return await super().read_value(bearer)
 
     async def write_value(self, bearer, value):
+        if not self._mp_flags & (_FLAG_WRITE | _FLAG_WRITE_NO_RESPONSE):
+            raise att.ATT_Error(att.ATT_WRITE_NOT_PERMITTED_ERROR, self.handle)
         await self._radio._check_security(bearer, self, self._mp_flags, read=False)
         return await super().write_value(bearer, value)
 
