@@ -149,6 +149,7 @@ class BleSim:
         from firmware.update import service as updates
 
         if self.services:
+            _stop_advertising_loop(self.services[-1])
             blestack.reset()  # a reboot: the radio, its links and its GATT table start over
             self._carry_hci_servers()
         # the fixed boot selector runs first at every start (trial, revert)
@@ -276,6 +277,17 @@ class BleSim:
             # the device disconnects a link it did not bond within its 100 ms link check
             await asyncio.sleep(0.3)
         return link
+
+
+def _stop_advertising_loop(old):
+    # BleService._serve survives its cancellation: aioble's advertise() swallows the
+    # CancelledError and returns None, and _serve advertises again. On the device a reboot ends
+    # it; here the old task would keep advertising on the rebooted device's radio. Its next
+    # look at the pairing window ends it.
+    def gone():
+        raise asyncio.CancelledError
+
+    old.bonds.window_open = gone
 
 
 async def _hang():
