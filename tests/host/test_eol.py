@@ -8,11 +8,11 @@ import os
 import subprocess
 
 import pytest
-from replstandin import ABI_1_22, MemFs, StandIn
 from test_provision import KEY_HEX, USER_DATA, make_bundle
 
 from backhug_host import bundler, mpycheck
 from backhug_host.factory import devlink, eol, provision
+from backhug_host.factory.standin import ABI_1_22, MemFs, StandIn
 from firmware import storage
 
 SAMPLE = bundler.REPO / "docs" / "examples" / "eol-report.json"

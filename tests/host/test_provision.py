@@ -6,10 +6,10 @@ import hashlib
 import json
 
 import pytest
-from replstandin import ABI_1_22, ABI_1_29, MemFs, StandIn
 
 from backhug_host import bundler
 from backhug_host.factory import mipcache, provision
+from backhug_host.factory.standin import ABI_1_22, ABI_1_29, MemFs, StandIn
 from firmware import storage
 
 BOARD = "backhug_v3"

@@ -1,7 +1,7 @@
 """The device as the factory tools see it: a few operations over MicroPython's raw REPL.
 
 DevLink wraps an mpremote Transport (SerialTransport for a real port). Everything goes through
-`transport.exec(code)`, the one method the stand-in in tests/host/replstandin.py has to answer:
+`transport.exec(code)`, the one method the stand-in (factory/standin.py) has to answer:
 each operation is a short script that prints one Python literal, so the stand-in can run the
 very same text against its in-memory file system and emulated hardware.
 

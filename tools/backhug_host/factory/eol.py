@@ -475,15 +475,10 @@ def write_report(report, out_dir):
 
 
 def sim_device(board="backhug_v3", serial="BH3-SAMPLE-0001", faults=(), log=log_print):
-    """A provisioned emulated unit (tests/host/replstandin.py, the dev key, the firmware's
+    """A provisioned emulated unit (backhug_host.factory.standin, the dev key, the firmware's
     sources as its bundle, no packages); returns (transport factory, stand-in)."""
-    import importlib.util
+    from backhug_host.factory import standin as rs
 
-    spec = importlib.util.spec_from_file_location(
-        "replstandin", REPO / "tests" / "host" / "replstandin.py"
-    )
-    rs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rs)
     files = [(rel, p.read_bytes()) for p, rel in bundler.sources(board)]
     key = bundler.load_private_key(str(bundler.DEV_PRIVATE_KEY))
     manifest = bundler.make_manifest(files, bundler.firmware_version(), board, rs.ABI_1_29, 1)

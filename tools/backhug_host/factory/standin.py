@@ -1,4 +1,5 @@
-"""A scripted stand-in for a BackHug's MicroPython raw REPL, for the factory tools' tests.
+"""A scripted stand-in for a BackHug's MicroPython raw REPL: the emulated device the factory
+tools' tests and `backhug-eol --sim` talk to.
 
 StandIn has the mpremote Transport methods DevLink uses (enter_raw_repl, exec, exec_raw_no_follow,
 exit_raw_repl, close). It really runs every script it is sent, with CPython, in one persistent
