@@ -5,7 +5,7 @@ service's SMP GATT service is registered with the BLE service's."""
 
 from backhug_host import blestack, hostrt
 from backhug_host.sim.device import SimDevice
-from firmware import storage
+from firmware import identity, storage
 
 blestack.use_fake_aioble()
 from firmware import main  # noqa: E402  (imports aioble: the host adapter)
@@ -37,7 +37,9 @@ def test_broken_identity_is_set_aside_and_the_device_still_builds(tmp_path):
 
 def test_update_service_with_its_smp_gatt_service(tmp_path):
     key = "ab" * 32
-    storage.Store(str(tmp_path / "data")).save("identity", {"board": "sim", "update_key": key})
+    storage.Store(str(tmp_path / "data")).save(
+        "identity", {"board": "sim", "serial": "BH3-1", "hardware": "v3", "update_key": key}
+    )
     d = main.build(str(tmp_path / "data"), hw=_hw(), slots_root=str(tmp_path / "slots"))
     ble, update = d.services
     assert update.slots.public_key == bytes.fromhex(key)
@@ -48,5 +50,33 @@ def test_update_service_with_its_smp_gatt_service(tmp_path):
 
 def test_update_key_must_be_64_hex_digits(tmp_path):
     store = storage.Store(str(tmp_path))
-    store.save("identity", {"board": "sim", "update_key": "ab" * 31})
+    store.save(
+        "identity", {"board": "sim", "serial": "BH3-1", "hardware": "v3", "update_key": "ab" * 31}
+    )
     assert main.load_identity(storage.Store(str(tmp_path))) == {}
+
+
+def test_factory_calibration_reaches_the_drivers(tmp_path):
+    force = [[40 + i, 25_000 + i] for i in range(26)]
+    storage.Store(str(tmp_path / "data")).save(
+        "identity",
+        {"board": "sim", "serial": "BH3-1", "hardware": "v3", "calibration": {"force": force}},
+    )
+    d = main.build(str(tmp_path / "data"), hw=_hw(), slots_root=str(tmp_path / "slots"))
+    assert d.supervisor.fault_code == 0
+    assert [
+        list(p) for p in identity.force_cal(main.load_identity(d.history._store), d.board)
+    ] == (force)
+
+
+def test_a_calibration_for_another_board_sets_the_identity_aside(tmp_path):
+    # 4 fingers of calibration (the devkit's) for the 26-finger board: never half applied
+    force = [[40, 25_000]] * 4
+    store = storage.Store(str(tmp_path / "data"))
+    store.save(
+        "identity",
+        {"board": "sim", "serial": "BH3-1", "hardware": "v3", "calibration": {"force": force}},
+    )
+    d = main.build(str(tmp_path / "data"), hw=_hw(), slots_root=str(tmp_path / "slots"))
+    assert d.services[0].serial == "UNPROVISIONED"
+    assert main.load_identity(storage.Store(str(tmp_path / "data"))) == {}
