@@ -5,7 +5,7 @@ service's SMP GATT service is registered with the BLE service's."""
 
 from backhug_host import blestack, hostrt
 from backhug_host.sim.device import SimDevice
-from firmware import identity, storage
+from firmware import storage
 
 blestack.use_fake_aioble()
 from firmware import main  # noqa: E402  (imports aioble: the host adapter)
@@ -64,9 +64,8 @@ def test_factory_calibration_reaches_the_drivers(tmp_path):
     )
     d = main.build(str(tmp_path / "data"), hw=_hw(), slots_root=str(tmp_path / "slots"))
     assert d.supervisor.fault_code == 0
-    assert [
-        list(p) for p in identity.force_cal(main.load_identity(d.history._store), d.board)
-    ] == (force)
+    assert list(d.hw.forces._off) == [p[0] for p in force]
+    assert list(d.hw.forces._gain) == [p[1] for p in force]
 
 
 def test_a_calibration_for_another_board_sets_the_identity_aside(tmp_path):
