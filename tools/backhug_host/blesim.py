@@ -41,7 +41,7 @@ BUNDLE_CACHE = Path(__file__).resolve().parents[2] / "build" / "sim-bundles"
 LONG_PRESS_MS = 3_500  # past the button's 3 s long press: opens the pairing window
 # The device notifies settings as soon as a phone is bonded, maybe before it subscribed: normal.
 logging.getLogger("bumble.gatt_client").setLevel(logging.ERROR)
-PHONE_ADDRESSES = ["C0:00:00:00:00:%02X" % n for n in range(1, 16)]
+PHONE_ADDRESS = "C0:00:00:00:%02X:%02X"  # phone n (from 1): each one a different address
 
 
 # -- signed bundles for the simulated device --------------------------------------------------
@@ -149,7 +149,6 @@ class BleSim:
         from firmware.update import service as updates
 
         if self.services:
-            _stop_advertising_loop(self.services[-1])
             blestack.reset()  # a reboot: the radio, its links and its GATT table start over
             self._carry_hci_servers()
         # the fixed boot selector runs first at every start (trial, revert)
@@ -244,7 +243,8 @@ class BleSim:
     async def central(self, address=None, name=None):
         """A new phone (a Bumble central on the link)."""
         if address is None:
-            address = PHONE_ADDRESSES[self._phones % len(PHONE_ADDRESSES)]
+            n = self._phones + 1
+            address = PHONE_ADDRESS % (n >> 8, n & 0xFF)
         self._phones += 1
         return await blestack.make_central(name=name or "phone%d" % self._phones, address=address)
 
@@ -277,17 +277,6 @@ class BleSim:
             # the device disconnects a link it did not bond within its 100 ms link check
             await asyncio.sleep(0.3)
         return link
-
-
-def _stop_advertising_loop(old):
-    # BleService._serve survives its cancellation: aioble's advertise() swallows the
-    # CancelledError and returns None, and _serve advertises again. On the device a reboot ends
-    # it; here the old task would keep advertising on the rebooted device's radio. Its next
-    # look at the pairing window ends it.
-    def gone():
-        raise asyncio.CancelledError
-
-    old.bonds.window_open = gone
 
 
 async def _hang():
