@@ -14,6 +14,11 @@
 # it goes after the sizes (it needs them, and they are trusted once signed) and before hashing
 # (no point reading a bundle that cannot be stored).
 #
+# Steps: verify_steps() and unpack_steps() are the same work as generators that yield between
+# pieces of it (the signature check's steps, every file chunk, every few manifest entries), for
+# the SMP server to run inside an asyncio task without stopping the others (ed25519.py "Steps");
+# verify() and unpack() run them to the end at once.
+#
 # A bundle is never read whole into RAM (the device has ~300 KB of heap): the header and the
 # manifest (at most 16 KB) are, the files stream through one 1 KB buffer. File access goes
 # through an fs object with the firmware.storage.OsFs methods, so tests can cut the power.
@@ -29,6 +34,7 @@ from binascii import hexlify
 
 from firmware.runtime import const
 from firmware.update import ed25519
+from firmware.update.ed25519 import run_steps
 
 MAGIC = b"BHB1"
 FORMAT = const(1)
@@ -38,6 +44,7 @@ MANIFEST_MAX = const(16384)
 PATH_MAX = const(96)
 COUNTER_MAX = 0x7FFFFFFF  # not const(): above MicroPython's small-int range
 CHUNK = const(1024)
+_ENTRIES_PER_STEP = const(4)  # manifest entries checked between two yields
 # The slot directory keeps the verified bundle file beside the unpacked files (docs/updates.md
 # "Slots"): no file in a bundle may take its name.
 RESERVED_PATHS = ("bundle.bin",)
@@ -92,13 +99,17 @@ def read_header(f):
 
 
 def _parse(raw):
+    return run_steps(_parse_steps(raw))
+
+
+def _parse_steps(raw):
     try:
         man = json.loads(raw)
     except MemoryError:
         raise  # not the bundle's fault
     except Exception:  # ValueError, UnicodeError: whatever the parser says about bad JSON
         raise BundleError("manifest", "manifest is not JSON")
-    _check_types(man)
+    yield from _check_types(man)
     return man
 
 
@@ -107,6 +118,7 @@ def _is_int(v):
 
 
 def _check_types(man):
+    # A step generator: ~60 us per file entry on the WebAssembly build, 50 entries or more.
     if type(man) is not dict:
         raise BundleError("manifest", "manifest is not a JSON object")
     # The format first: another format may have other keys.
@@ -135,6 +147,8 @@ def _check_types(man):
     if type(files) is not list:
         raise BundleError("manifest", "files must be a list")
     for i, entry in enumerate(files):
+        if i % _ENTRIES_PER_STEP == _ENTRIES_PER_STEP - 1:
+            yield
         if type(entry) is not dict or len(entry) != 3 or any(k not in entry for k in _FILE_KEYS):
             raise BundleError("manifest", "files[%d] must have exactly path, size, sha256" % i)
         if type(entry["path"]) is not str:
@@ -162,9 +176,12 @@ def check_path(path):
 
 
 def _check_paths(files):
+    # A step generator.
     seen = set()
     dirs = set()
-    for entry in files:
+    for i, entry in enumerate(files):
+        if i % _ENTRIES_PER_STEP == _ENTRIES_PER_STEP - 1:
+            yield
         path = entry["path"]
         why = check_path(path)
         if why is not None:
@@ -182,7 +199,8 @@ def _check_paths(files):
 
 
 def _hash_stream(f, size, buf, out=None):
-    # SHA-256 (hex) of the next `size` bytes of f, copied to `out` if given.
+    # SHA-256 (hex) of the next `size` bytes of f, copied to `out` if given; a step generator,
+    # one chunk per step.
     h = hashlib.sha256()
     mv = memoryview(buf)
     left = size
@@ -194,11 +212,17 @@ def _hash_stream(f, size, buf, out=None):
         if out is not None:
             out.write(mv[:n])
         left -= n
+        yield
     return hexlify(h.digest()).decode()
 
 
 def verify(path, public_key, board_id, abi, min_counter, capacity, fs=None):
     # Verifies the bundle file at `path`; returns its manifest (dict) or raises BundleError.
+    return run_steps(verify_steps(path, public_key, board_id, abi, min_counter, capacity, fs))
+
+
+def verify_steps(path, public_key, board_id, abi, min_counter, capacity, fs=None):
+    # verify() as a step generator (returns the manifest).
     #   public_key   the device's update key, 32 raw bytes
     #   board_id     the board this device is; abi: device_abi() on the device (None skips the
     #                check: only for host tools that cannot load .mpy files at all)
@@ -221,9 +245,9 @@ def verify(path, public_key, board_id, abi, min_counter, capacity, fs=None):
         signature = _read_exact(f, SIGNATURE_SIZE, "signature")
         if signature == _NO_SIGNATURE:
             raise BundleError("signature", "the bundle is not signed")
-        if not ed25519.verify(public_key, signed, signature):
+        if not (yield from ed25519.verify_steps(public_key, signed, signature)):
             raise BundleError("signature", "the signature does not match this device's key")
-        man = _parse(bytes(memoryview(signed)[HEADER_SIZE:]))
+        man = yield from _parse_steps(bytes(memoryview(signed)[HEADER_SIZE:]))
         signed = None  # free it before the files stream through
         if man["board"] != board_id:
             raise BundleError(
@@ -237,7 +261,7 @@ def verify(path, public_key, board_id, abi, min_counter, capacity, fs=None):
                 "security counter %d is below this device's %d" % (man["counter"], min_counter),
             )
         files = man["files"]
-        _check_paths(files)
+        yield from _check_paths(files)
         rest = total - HEADER_SIZE - m - SIGNATURE_SIZE
         need = 0
         for entry in files:
@@ -258,7 +282,7 @@ def verify(path, public_key, board_id, abi, min_counter, capacity, fs=None):
             )
         buf = bytearray(CHUNK)
         for entry in files:
-            if _hash_stream(f, entry["size"], buf) != entry["sha256"]:
+            if (yield from _hash_stream(f, entry["size"], buf)) != entry["sha256"]:
                 raise BundleError("hash", "%s: SHA-256 does not match" % entry["path"])
         return man
     finally:
@@ -288,14 +312,18 @@ def _makedirs(fs, path):
 
 
 def unpack(path, manifest, dest_dir, fs=None):
-    # Writes every file of the bundle at `path` (verified, `manifest` as verify() returned it)
-    # under dest_dir, creating directories, and checks each file's SHA-256 again as it is
-    # written (the bundle file could have changed since it was verified). On a mismatch the
-    # file just written is removed and BundleError("hash") raised; files written before it
-    # stay: the caller throws the whole slot directory away.
+    run_steps(unpack_steps(path, manifest, dest_dir, fs))
+
+
+def unpack_steps(path, manifest, dest_dir, fs=None):
+    # unpack() as a step generator. Writes every file of the bundle at `path` (verified,
+    # `manifest` as verify() returned it) under dest_dir, creating directories, and checks each
+    # file's SHA-256 again as it is written (the bundle file could have changed since it was
+    # verified). On a mismatch the file just written is removed and BundleError("hash")
+    # raised; files written before it stay: the caller throws the whole slot directory away.
     fs = _fs(fs)
     files = manifest["files"]
-    _check_paths(files)  # never write outside dest_dir, even if handed an unchecked manifest
+    yield from _check_paths(files)  # never write outside dest_dir, even if handed an unchecked one
     dest_dir = dest_dir.rstrip("/")
     f = fs.open(path, "rb")
     try:
@@ -310,12 +338,13 @@ def unpack(path, manifest, dest_dir, fs=None):
                 _makedirs(fs, dest[:cut])
             out = fs.open(dest, "wb")
             try:
-                digest = _hash_stream(f, entry["size"], buf, out)
+                digest = yield from _hash_stream(f, entry["size"], buf, out)
             finally:
                 out.close()
             if digest != entry["sha256"]:
                 fs.remove(dest)
                 raise BundleError("hash", "%s: SHA-256 does not match" % rel)
+            yield  # opening and closing a file costs flash work of its own
     finally:
         f.close()
     sync = getattr(fs, "sync", None)

@@ -3,6 +3,17 @@
 # and on CPython. Verification only; signing happens on the host (the cryptography package).
 #
 #   verify(public_key, message, signature) -> bool
+#   verify_steps(public_key, message, signature): the same as a generator (below)
+#   run_steps(gen) -> what the generator returned, run to the end without a pause
+#
+# Steps: on the device a verification takes most of a second, far longer than the 10 ms control
+# period, so it runs inside the asyncio task that asked for it as a generator that yields (None)
+# after every small piece of work: one SHA-512 block of the message, one point decoding (one
+# modular exponentiation), or STEP_BITS bits of the scalar multiplication. Whoever drives it
+# lets the other tasks run at each yield (firmware/update/smp.py: `await sleep_ms(0)`); what it
+# returns is the result. bundle.py and slots.py build their long operations the same way, with
+# `yield from`, and keep a plain function that is run_steps() of the generator (tests, host
+# tools, provisioning).
 #
 # Checks, as RFC 8032 asks: the signature is 64 bytes and the key 32; S < L (a non-canonical S
 # would make signatures malleable); R and the public key decode to curve points (y < p, x
@@ -24,6 +35,11 @@ _D2 = 2 * _D % P
 _SQRT_M1 = pow(2, (P - 1) // 4, P)  # a square root of -1 mod p
 _W_B = 6  # window widths: B's table is built once, A's on every call
 _W_A = 5
+# Work per step: STEP_BITS bits of the scalar multiplication (each one doubling and at most two
+# additions), or STEP_BITS additions building a table of multiples. tests/mpy/bench_ed25519.py
+# measures the longest step on MicroPython (docs/updates.md).
+STEP_BITS = 8
+_HASH_STEP = 128  # the message goes into SHA-512 one block per step
 
 _b_table = None  # (positive, negative) odd multiples of B in cached form, built on first use
 
@@ -91,14 +107,25 @@ def _neg_cached(c):
     return (c[1], c[0], c[2], (P - c[3]) % P)
 
 
+def run_steps(gen):
+    # Runs a step generator to its end at once; returns what it returned.
+    while True:
+        try:
+            next(gen)
+        except StopIteration as e:
+            return e.value  # MicroPython has .value too (args[0] of any exception)
+
+
 def _odd_multiples(p, w):
-    # [1P, 3P, 5P, ..., (2^(w-1) - 1)P] and their negatives, in cached form.
+    # [1P, 3P, 5P, ..., (2^(w-1) - 1)P] and their negatives, in cached form; a step generator.
     p2 = _cached(_double(p))
     pos = [_cached(p)]
     cur = p
-    for _ in range((1 << (w - 2)) - 1):
+    for i in range((1 << (w - 2)) - 1):
         cur = _add(cur, p2)
         pos.append(_cached(cur))
+        if i % STEP_BITS == STEP_BITS - 1:
+            yield
     return pos, [_neg_cached(c) for c in pos]
 
 
@@ -122,16 +149,18 @@ def _wnaf(n, w):
 
 
 def _base_table():
+    # A step generator (the first verification builds the table).
     global _b_table
     if _b_table is None:
         x, y = _decode(bytes([0x58]) + bytes([0x66]) * 31)  # B: y = 4/5, x even (RFC 8032 5.1)
-        _b_table = _odd_multiples((x, y, 1, x * y % P), _W_B)
+        yield
+        _b_table = yield from _odd_multiples((x, y, 1, x * y % P), _W_B)
     return _b_table
 
 
 def _s_b_plus_k_a(s, k, a_tables):
-    # [s]B + [k]A' in extended coordinates, A' given by its tables.
-    b_pos, b_neg = _base_table()
+    # [s]B + [k]A' in extended coordinates, A' given by its tables; a step generator.
+    b_pos, b_neg = yield from _base_table()
     a_pos, a_neg = a_tables
     ds = _wnaf(s, _W_B)
     dk = _wnaf(k, _W_A)
@@ -150,27 +179,40 @@ def _s_b_plus_k_a(s, k, a_tables):
             q = _add(q, a_pos[d >> 1])
         elif d < 0:
             q = _add(q, a_neg[(-d) >> 1])
+        if i % STEP_BITS == 0:
+            yield
     return q
 
 
 def verify(public_key, message, signature):
     # True only for a valid Ed25519 signature of message (bytes-like) by public_key (32 bytes).
+    return run_steps(verify_steps(public_key, message, signature))
+
+
+def verify_steps(public_key, message, signature):
+    # verify() as a step generator: yields between pieces of work, returns the bool.
     if len(public_key) != 32 or len(signature) != 64:
         return False
     s = int.from_bytes(bytes(signature[32:]), "little")
     if s >= L:
         return False
     a = _decode(bytes(public_key))
+    yield
     r_bytes = bytes(signature[:32])
     r = _decode(r_bytes)
     if a is None or r is None:
         return False
+    yield
     h = sha512.new(r_bytes)
     h.update(bytes(public_key))
-    h.update(message)
+    mv = memoryview(message)
+    for i in range(0, len(mv), _HASH_STEP):
+        h.update(mv[i : i + _HASH_STEP])
+        yield
     k = int.from_bytes(h.digest(), "little") % L
+    yield
     neg_a = (P - a[0]) % P, a[1]
-    tables = _odd_multiples((neg_a[0], neg_a[1], 1, neg_a[0] * neg_a[1] % P), _W_A)
-    x, y, z, _ = _s_b_plus_k_a(s, k, tables)
+    tables = yield from _odd_multiples((neg_a[0], neg_a[1], 1, neg_a[0] * neg_a[1] % P), _W_A)
+    x, y, z, _ = yield from _s_b_plus_k_a(s, k, tables)
     # [S]B - [k]A == R, compared projectively: X = x_R Z and Y = y_R Z.
     return (x - r[0] * z) % P == 0 and (y - r[1] * z) % P == 0

@@ -16,6 +16,13 @@
 # upload.part, a state.tmp) is harmless and is cleared or resumed by the next operation.
 #
 # Errors are UpdateError(rc, message) with MCUmgr's error codes, for the SMP server to return.
+#
+# The long operations (upload_complete: hash, verify, unpack; mark_test: re-hash every file;
+# erase: remove every file) also come as step generators, upload_complete_steps() and so on,
+# that yield between pieces of work (ed25519.py "Steps"): the SMP server runs them inside an
+# asyncio task and lets the control loop and the watchdog task run at every yield. The plain
+# methods run them to the end at once (provisioning, host tools, tests). The writes and their
+# order are the same either way.
 
 import binascii
 import hashlib
@@ -24,6 +31,7 @@ import os
 from firmware import storage
 from firmware.runtime import const
 from firmware.update import boot, bundle
+from firmware.update.ed25519 import run_steps
 
 EUNKNOWN = const(1)
 ENOMEM = const(2)
@@ -117,7 +125,8 @@ class Slots:
             pass
 
     def _clear_dir(self, path):
-        # Remove everything under path; path itself stays (created if missing).
+        # Remove everything under path; path itself stays (created if missing). A step
+        # generator: one removal per step.
         if not self.fs.is_dir(path):
             self._discard(path)
             self.fs.mkdir(path)
@@ -125,12 +134,17 @@ class Slots:
         for entry in self.fs.listdir(path):
             p = boot.join(path, entry)
             if self.fs.is_dir(p):
-                self._clear_dir(p)
+                yield from self._clear_dir(p)
                 self.fs.rmdir(p)
             else:
                 self.fs.remove(p)
+            yield
 
     def _sha256(self, path):
+        return run_steps(self._sha256_steps(path))
+
+    def _sha256_steps(self, path):
+        # SHA-256 of a file, one chunk per step.
         h = hashlib.sha256()
         f = self.fs.open(path, "rb")
         try:
@@ -139,6 +153,7 @@ class Slots:
                 if not b:
                     break
                 h.update(b)
+                yield
         finally:
             f.close()
         return h.digest()
@@ -176,7 +191,7 @@ class Slots:
         st = _default_state()
         for name in order:
             try:
-                m = self._check_slot(name, None)
+                m = run_steps(self._check_slot(name, None))
             except (UpdateError, OSError):
                 continue
             st["active"] = name
@@ -198,37 +213,40 @@ class Slots:
         return m
 
     def _check_files(self, name, manifest):
-        # Every unpacked file has its manifest size and SHA-256.
+        # Every unpacked file has its manifest size and SHA-256 (a step generator).
         for entry in manifest["files"]:
             p = self._path(name, entry["path"])
             try:
-                ok = self.fs.size(p) == entry["size"] and _hex(self._sha256(p)) == entry["sha256"]
+                ok = self.fs.size(p) == entry["size"]
+                if ok:
+                    ok = _hex((yield from self._sha256_steps(p))) == entry["sha256"]
             except OSError:
                 ok = False
+            yield
             if not ok:
                 raise UpdateError(ECORRUPT, "slot %s: %s damaged" % (name, entry["path"]))
 
     def _check_slot(self, name, expected_hash):
         # Full check of an installed slot: bundle.bin hashes to expected_hash (or, with None,
         # passes bundle.verify: signature and all), and the unpacked files match. Returns the
-        # manifest.
+        # manifest; a step generator.
         path = self._path(name, boot.BUNDLE_FILE)
         if expected_hash is None:
             try:
-                m = bundle.verify(
+                m = yield from bundle.verify_steps(
                     path, self.public_key, self.board_id, self.abi, 0, self.capacity, self.fs
                 )
             except bundle.BundleError as e:
                 raise UpdateError(ECORRUPT, "slot %s: %s" % (name, _bundle_message(e)))
         else:
             try:
-                ok = _hex(self._sha256(path)) == expected_hash
+                ok = _hex((yield from self._sha256_steps(path))) == expected_hash
             except OSError:
                 ok = False
             m = boot.read_manifest(self.fs, self._path(name)) if ok else None
             if m is None:
                 raise UpdateError(ECORRUPT, "slot %s: bundle.bin damaged" % name)
-        self._check_files(name, m)
+        yield from self._check_files(name, m)
         return m
 
     # -- state --
@@ -344,6 +362,10 @@ class Slots:
 
     def upload_complete(self):
         # Check, verify, unpack into the inactive slot and record it. Returns the manifest.
+        return run_steps(self.upload_complete_steps())
+
+    def upload_complete_steps(self):
+        # upload_complete() as a step generator.
         meta = self._upload_meta()
         if meta is None:
             raise UpdateError(EBADSTATE, "no upload in progress")
@@ -355,18 +377,22 @@ class Slots:
         st = self._load()
         self._check_inactive_free(st, "upload")
         part = self._path(UPLOAD_PART)
-        digest = _hex(self._sha256(part))
+        digest = _hex((yield from self._sha256_steps(part)))
         if meta.get("sha256") is not None and digest != meta["sha256"]:
             self._discard_upload()
             raise UpdateError(ECORRUPT, "sha256 of the upload differs from the announced one")
         try:
-            manifest = bundle.verify(
+            manifest = yield from bundle.verify_steps(
                 part, self.public_key, self.board_id, self.abi, st["counter"], self.capacity,
                 self.fs,
             )  # fmt: skip
         except bundle.BundleError as e:
             self._discard_upload()
             raise UpdateError(ECORRUPT, _bundle_message(e))
+        # Other requests waited (the SMP server takes one at a time), but the state is read
+        # again rather than trusted across the steps.
+        st = self._load()
+        self._check_inactive_free(st, "upload")
         name = boot.other(st["active"])
         if name in st["hashes"] or st["previous"] == name:
             st = boot.copy_state(st)
@@ -376,8 +402,8 @@ class Slots:
             self._save(st)  # the slot is no longer trusted from here on
         slot_dir = self._path(name)
         try:
-            self._clear_dir(slot_dir)
-            bundle.unpack(part, manifest, slot_dir, self.fs)
+            yield from self._clear_dir(slot_dir)
+            yield from bundle.unpack_steps(part, manifest, slot_dir, self.fs)
         except bundle.BundleError as e:  # the upload changed under us
             self._discard_upload()
             raise UpdateError(ECORRUPT, _bundle_message(e))
@@ -392,6 +418,9 @@ class Slots:
         return manifest
 
     def erase(self):
+        run_steps(self.erase_steps())
+
+    def erase_steps(self):
         st = self._load()
         self._check_inactive_free(st, "erase")
         name = boot.other(st["active"])
@@ -401,7 +430,7 @@ class Slots:
             if st["previous"] == name:
                 st["previous"] = None
             self._save(st)
-        self._clear_dir(self._path(name))
+        yield from self._clear_dir(self._path(name))
         self._discard_upload()
 
     # -- test and confirm --
@@ -415,6 +444,10 @@ class Slots:
         return None
 
     def mark_test(self, hash):
+        run_steps(self.mark_test_steps(hash))
+
+    def mark_test_steps(self, hash):
+        # mark_test() as a step generator: the slot's files are hashed again first.
         h = _hash_arg(hash)
         st = self._load()
         name = self._find(st, h)
@@ -426,7 +459,7 @@ class Slots:
             return
         self._check_inactive_free(st, "test")
         try:
-            m = self._check_slot(name, h)
+            m = yield from self._check_slot(name, h)
         except UpdateError:
             st = boot.copy_state(st)
             del st["hashes"][name]
@@ -476,7 +509,7 @@ class Slots:
         self._save(_default_state())
         self._discard_upload()
         for name in boot.NAMES:
-            self._clear_dir(self._path(name))
+            run_steps(self._clear_dir(self._path(name)))
         slot_dir = self._path("a")
         bundle.unpack(bundle_path, manifest, slot_dir, self.fs)
         h = hashlib.sha256()

@@ -15,11 +15,22 @@
 # The session and the update exclude each other: an upload is refused while a session runs, and
 # device.update_in_progress (which makes firmware.commands refuse a start) is set from the first
 # chunk until the upload completes, fails, is erased, or stalls for STALL_MS.
+#
+# Long requests and the other tasks: the upload's last chunk (hash, signature, unpack), a state
+# write that marks a slot for test (every file hashed again) and erase take most of a second to
+# seconds on the device, ten to a hundred control periods. The transports await handle_async(),
+# which runs the slot store's step generators (slots.py, ed25519.py "Steps") with
+# `await sleep_ms(0)` after every step, so the control loop, the watchdog task and BLE keep
+# running. One request at a time: a request that arrives while one is being processed (UDP
+# answers each datagram as it comes; BLE and UDP at once) is answered EBUSY at once and not
+# run; a client waits for each answer, so only a second client sees it. handle() is the same
+# without the pauses, for host tools and tests.
 
 import cbor2
 
 from firmware import session as ses
-from firmware.runtime import const, ticks_diff, ticks_ms
+from firmware.runtime import const, sleep_ms, ticks_diff, ticks_ms
+from firmware.update.ed25519 import run_steps
 
 HEADER_SIZE = const(8)
 BUF_SIZE = const(2048)  # the largest request a transport takes (MCUmgr parameters buf_size)
@@ -135,14 +146,34 @@ class SmpServer:
         self.buf_size = buf_size
         self._up = None  # the upload we are receiving: [total, sha256]
         self._last_ms = 0  # when its last chunk arrived
+        self._busy = False  # a request is being processed
         self.requests = 0
         self.errors = 0
+        self.busy_refused = 0  # requests answered EBUSY because another one was running
 
     # -- framing ----------------------------------------------------------------------------
 
-    def handle(self, packet, buf_size=None):
+    async def handle_async(self, packet, buf_size=None):
         # One request packet -> one response packet (bytes), or None when there is nothing to
         # answer: fewer than 8 bytes (no header, so no sequence to answer) or a response op.
+        # Other tasks run between the steps of a long request.
+        gen = self._process(packet, buf_size)
+        try:
+            while True:
+                try:
+                    next(gen)
+                except StopIteration as e:
+                    return e.value
+                await sleep_ms(0)
+        finally:
+            gen.close()  # cancelled mid-request: files closed, busy cleared
+
+    def handle(self, packet, buf_size=None):
+        # handle_async() run to its end without letting anything else run: host tools, tests.
+        return run_steps(self._process(packet, buf_size))
+
+    def _process(self, packet, buf_size):
+        # The request as a step generator; returns the response.
         if len(packet) < HEADER_SIZE:
             return None
         op = packet[0] & 7
@@ -152,6 +183,19 @@ class SmpServer:
         cmd = packet[7]
         if op != OP_READ and op != OP_WRITE:
             return None
+        if self._busy:
+            self.busy_refused += 1
+            return error_for(packet, EBUSY, "busy with another request: send it again")
+        self._busy = True
+        try:
+            rsp = yield from self._answer(packet, op, version, group, cmd, buf_size)
+        finally:
+            self._busy = False
+        data = cbor2.dumps(rsp)
+        return pack_header(op + 1, min(version, V2), len(data), group, seq, cmd) + data
+
+    def _answer(self, packet, op, version, group, cmd, buf_size):
+        # The response body (a dict) to one request; a step generator.
         self.requests += 1
         self.poll()
         try:
@@ -165,15 +209,13 @@ class SmpServer:
                     % (packet_length(packet) - HEADER_SIZE, len(packet) - HEADER_SIZE),
                 )
             body = self._decode(packet)
-            rsp = self._dispatch(op, group, cmd, body, buf_size or self.buf_size)
+            return (yield from self._dispatch(op, group, cmd, body, buf_size or self.buf_size))
         except SmpError as e:
             self.errors += 1
-            rsp = self._error(version, group, e)
+            return self._error(min(version, V2), group, e)
         except Exception as e:  # noqa: BLE001 - a bug or a broken flash must not kill the link
             self.errors += 1
-            rsp = self._error(version, group, _update_error(e))
-        data = cbor2.dumps(rsp)
-        return pack_header(op + 1, version, len(data), group, seq, cmd) + data
+            return self._error(min(version, V2), group, _update_error(e))
 
     @staticmethod
     def _decode(packet):
@@ -194,6 +236,7 @@ class SmpServer:
         return {"rc": e.rc, "rsn": e.rsn}
 
     def _dispatch(self, op, group, cmd, body, buf_size):
+        # A step generator: the long commands yield from the slot store's steps.
         write = op == OP_WRITE
         if group == GROUP_OS:
             if cmd == OS_ECHO and write:
@@ -204,11 +247,13 @@ class SmpServer:
                 return {"buf_size": buf_size, "buf_count": 1}
         elif group == GROUP_IMAGE:
             if cmd == IMG_STATE:
-                return self._state_write(body) if write else self._images()
+                if not write:
+                    return self._images()
+                return (yield from self._state_write(body))
             if cmd == IMG_UPLOAD and write:
-                return self._upload(body)
+                return (yield from self._upload(body))
             if cmd == IMG_ERASE and write:
-                return self._erase(body)
+                return (yield from self._erase(body))
         raise SmpError(
             ENOTSUP, "group %d command %d (%s) not supported" % (group, cmd, "rw"[write])
         )
@@ -260,7 +305,7 @@ class SmpServer:
         elif h is None:
             raise SmpError(EINVAL, "hash: needed to mark an image for test", IMG_INVALID_HASH)
         else:
-            self.slots.mark_test(h)
+            yield from _steps(self.slots, "mark_test", h)
         return self._images()
 
     def _erase(self, body):
@@ -268,7 +313,7 @@ class SmpServer:
         if not _is_int(slot) or slot != 1:
             raise SmpError(EINVAL, "slot: only slot 1 (the inactive one) can be erased")
         self._end_upload()
-        self.slots.erase()
+        yield from _steps(self.slots, "erase")
         return {}
 
     def _upload(self, body):
@@ -315,7 +360,8 @@ class SmpServer:
         if nxt < total:
             return {"off": nxt}
         try:
-            self.slots.upload_complete()  # SHA-256, signature, board, ABI, counter; unpacked
+            # SHA-256, signature, board, ABI, counter; unpacked: the longest request
+            yield from _steps(self.slots, "upload_complete")
         finally:
             self._end_upload()
         return {"off": nxt, "match": True}
@@ -354,6 +400,15 @@ class SmpServer:
 
     def _session_running(self):
         return self.device.session.state != ses.IDLE
+
+
+def _steps(slots, name, *args):
+    # Runs the slot store's step generator `<name>_steps`, or its plain `name` in one step when
+    # it has none (a store without steps: a host bench's stand-in).
+    steps = getattr(slots, name + "_steps", None)
+    if steps is None:
+        return getattr(slots, name)(*args)
+    return (yield from steps(*args))
 
 
 def _update_error(e):

@@ -6,7 +6,8 @@
 # A request may arrive split over several writes (a write carries at most ATT_MTU - 3 bytes):
 # the pieces are joined until the header's length is reached, then the whole packet goes to the
 # SMP server (firmware/update/smp.py); one request at a time, the client waits for each answer.
-# The answer is notified in pieces of ATT_MTU - 3 bytes.
+# A long request (an upload's last chunk) is awaited: the other tasks run meanwhile, and writes
+# that come in wait in aioble's queue. The answer is notified in pieces of ATT_MTU - 3 bytes.
 #
 # aioble's traps here: all capture characteristics share one 10-entry queue that drops the
 # oldest, so the buffer size announced to a client (MCUmgr parameters) is at most
@@ -84,7 +85,7 @@ class SmpBle:
             packet, rsp = self._piece(conn, data)
             if packet is not None:
                 if ble.trusted(conn):
-                    rsp = self.server.handle(packet, self.buf_size(conn))
+                    rsp = await self.server.handle_async(packet, self.buf_size(conn))
                 else:
                     self.refused += 1
                     rsp = smp.error_for(packet, smp.EACCESSDENIED, "pair in the pairing window")

@@ -2,8 +2,10 @@
 like firmware.update.slots: every command an MCUmgr client sends, answered so smpclient's own
 message classes parse it; bad input (truncated, not CBOR, unknown group, offsets out of order or
 with gaps, a second image mid-upload) refused with a clear SMP error and nothing changed; the
-session and the upload exclude each other."""
+session and the upload exclude each other. Long requests run in steps under handle_async, other
+tasks running between them; a request that comes meanwhile is answered EBUSY."""
 
+import asyncio
 import hashlib
 
 import cbor2
@@ -40,6 +42,8 @@ class FakeSlots:
         self.pending = False
         self.confirmed_calls = []
         self.begins = 0
+        self.steps = 3  # yields of upload_complete_steps, as slots.Slots' long work has
+        self.steps_taken = 0
 
     def images(self):
         out = [dict(slot=0, name="a", bootable=True, confirmed=True, active=True, **RUNNING)]
@@ -63,6 +67,12 @@ class FakeSlots:
         p[2][off : off + len(data)] = data
         p[3] = off + len(data)
         return p[3]
+
+    def upload_complete_steps(self):
+        for _ in range(self.steps):
+            self.steps_taken += 1
+            yield
+        return self.upload_complete()
 
     def upload_complete(self):
         total, sha, buf, _ = self.part
@@ -102,7 +112,10 @@ def server(dev):
 
 def ask(server, request, **kw):
     """What SMPClient.request does with the answer: the response, else error v1, else v2."""
-    raw = server.handle(request.BYTES, **kw)
+    return parse(request, server.handle(request.BYTES, **kw))
+
+
+def parse(request, raw):
     head = smphdr.Header.loads(raw[:8])
     assert head.sequence == request.header.sequence and head.length == len(raw) - 8
     assert head.op == request.header.op + 1 and head.version == request.header.version
@@ -289,3 +302,75 @@ def test_truncated_header_and_responses_get_no_answer(server):
     assert server.handle(b"\x02\x00\x00") is None
     assert server.handle(bytes([1, 0, 0, 0, 0, 0, 1, 0])) is None  # a read response
     assert server.requests == 0
+
+
+def test_a_version_newer_than_2_is_answered_in_version_2(server):
+    rsp = server.handle(bytes([3 << 3 | smp.OP_WRITE, 0, 0, 1, 0, 0, 4, 0]) + b"\xa0")
+    assert rsp[0] == smp.V2 << 3 | smp.OP_WRITE_RSP and rsp[6] == 4
+    assert cbor2.loads(rsp[8:])["rc"] == smp.UNSUPPORTED_TOO_NEW
+
+
+def test_a_long_request_lets_other_tasks_run_and_a_second_one_is_refused(server, dev):
+    image = bytes(range(200)) * 5
+    reqs = chunks(image)
+    for req in reqs[:-1]:
+        ask(server, req)
+    server.slots.steps = 20
+
+    async def main():
+        turns = []
+
+        async def control_loop():  # stands for every other task on the device
+            while True:
+                turns.append(server.slots.steps_taken)
+                await asyncio.sleep(0)
+
+        other = asyncio.create_task(control_loop())
+        last = asyncio.create_task(server.handle_async(reqs[-1].BYTES))
+        while server.slots.steps_taken < 5:
+            await asyncio.sleep(0)
+        assert dev.update_in_progress  # a session still cannot start
+        echo = EchoWrite(d="hi")
+        busy = parse(echo, await server.handle_async(echo.BYTES))
+        done = parse(reqs[-1], await last)
+        again = parse(echo, await server.handle_async(echo.BYTES))
+        other.cancel()
+        return turns, busy, done, again
+
+    turns, busy, done, again = asyncio.run(main())
+    # the other task ran between every two steps of the completion
+    assert set(range(1, 20)) <= set(turns)
+    assert error_v1(busy) and busy.rc == smp.EBUSY and "busy" in busy.rsn
+    assert success(done) and done.off == len(image) and done.match is True
+    assert success(again) and again.r == "hi"
+    assert server.busy_refused == 1 and not dev.update_in_progress
+
+
+def test_a_request_cancelled_mid_way_leaves_the_server_free(server, dev):
+    reqs = chunks(b"t" * 600)
+    for req in reqs[:-1]:
+        ask(server, req)
+    server.slots.steps = 10
+
+    async def main():
+        last = asyncio.create_task(server.handle_async(reqs[-1].BYTES))
+        while server.slots.steps_taken < 3:
+            await asyncio.sleep(0)
+        last.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await last
+
+    asyncio.run(main())
+    assert not dev.update_in_progress  # the upload no longer blocks sessions
+    r = ask(server, EchoWrite(d="still here"))
+    assert success(r) and r.r == "still here"
+
+
+def test_a_store_without_step_forms_is_run_in_one_step(dev):
+    slots = FakeSlots()
+    slots.upload_complete_steps = None  # a host bench's stand-in has only upload_complete()
+    server = smp.SmpServer(slots, dev)
+    image = b"s" * 300
+    for req in chunks(image):
+        r = ask(server, req)
+    assert success(r) and r.match is True and slots.other is not None
