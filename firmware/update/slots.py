@@ -51,6 +51,7 @@ SLOT_CAPACITY = const(786432)
 
 UPLOAD_PART = "upload.part"
 UPLOAD_META = "upload.json"
+_UNREAD = object()
 _READ_CHUNK = const(2048)
 
 
@@ -100,6 +101,7 @@ class Slots:
         self.abi = abi
         self.public_key = public_key
         self.fs = fs if fs is not None else SlotFs()
+        self._meta = _UNREAD  # upload.json as last read or written (each chunk needs it)
         self.capacity = capacity
         self._manifests = {}  # bundle hash (hex) -> manifest, read from bundle.bin once
         if not self.fs.is_dir(self.root):
@@ -299,10 +301,17 @@ class Slots:
     # -- upload --
 
     def _upload_meta(self):
-        m = boot.read_json(self.fs, self._path(UPLOAD_META), 256)
-        if type(m) is not dict or type(m.get("total")) is not int:
-            return None
-        return m
+        # read once per Slots object (a boot), then kept: only this object writes the file
+        if self._meta is _UNREAD:
+            m = boot.read_json(self.fs, self._path(UPLOAD_META), 256)
+            if type(m) is not dict or type(m.get("total")) is not int:
+                m = None
+            self._meta = m
+        return self._meta
+
+    def _forget_meta(self):
+        self._discard(self._path(UPLOAD_META))
+        self._meta = None
 
     def upload_begin(self, total, sha256):
         # A new upload, or (same total and SHA-256 as the one on flash) a resumed one: then
@@ -320,7 +329,10 @@ class Slots:
         # The old bytes go before the new description, so they are never taken for the
         # beginning of the new upload.
         self._discard(self._path(UPLOAD_PART))
-        boot.write_json(self.fs, self._path(UPLOAD_META), {"total": total, "sha256": sha})
+        self._meta = _UNREAD  # until the new description is on flash, ask the flash
+        meta = {"total": total, "sha256": sha}
+        boot.write_json(self.fs, self._path(UPLOAD_META), meta)
+        self._meta = meta
 
     def upload_offset(self):
         meta = self._upload_meta()
@@ -358,7 +370,7 @@ class Slots:
 
     def _discard_upload(self):
         self._discard(self._path(UPLOAD_PART))
-        self._discard(self._path(UPLOAD_META))
+        self._forget_meta()
 
     def upload_complete(self):
         # Check, verify, unpack into the inactive slot and record it. Returns the manifest.
@@ -410,7 +422,7 @@ class Slots:
         except OSError as e:
             raise UpdateError(ENOMEM, "unpack: error %s" % (e.args[0] if e.args else "?"))
         self.fs.rename(part, self._path(name, boot.BUNDLE_FILE))
-        self._discard(self._path(UPLOAD_META))
+        self._forget_meta()
         st = boot.copy_state(st)
         st["hashes"][name] = digest
         self._save(st)  # the commit point: now it can be marked for test
