@@ -31,6 +31,18 @@ import cbor2
 from firmware import session as ses
 from firmware.runtime import const, sleep_ms, ticks_diff, ticks_ms
 from firmware.update.ed25519 import run_steps
+from firmware.update.slots import (  # noqa: F401 - MCUmgr's codes, also for the tests
+    EACCESSDENIED,
+    EBADSTATE,
+    EBUSY,
+    ECORRUPT,
+    EINVAL,
+    EMSGSIZE,
+    ENOENT,
+    ENOMEM,
+    ENOTSUP,
+    EUNKNOWN,
+)
 
 HEADER_SIZE = const(8)
 BUF_SIZE = const(2048)  # the largest request a transport takes (MCUmgr parameters buf_size)
@@ -52,18 +64,8 @@ IMG_STATE = const(0)
 IMG_UPLOAD = const(1)
 IMG_ERASE = const(5)
 
-# MCUmgr's MGMT_ERR
+# MCUmgr's MGMT_ERR (the ones slots raise are defined there, with UpdateError)
 EOK = const(0)
-EUNKNOWN = const(1)
-ENOMEM = const(2)
-EINVAL = const(3)
-ENOENT = const(5)
-EBADSTATE = const(6)
-EMSGSIZE = const(7)
-ENOTSUP = const(8)
-ECORRUPT = const(9)
-EBUSY = const(10)
-EACCESSDENIED = const(11)
 UNSUPPORTED_TOO_NEW = const(13)
 
 # MCUmgr's IMG_MGMT_ERR (Image group codes, version 2 only)

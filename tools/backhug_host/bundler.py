@@ -301,9 +301,8 @@ def _inside_repo(path):
         return False
 
 
-def _public_key_arg(value):
-    if value is None:
-        return dev_public_key(), "development key"
+def parse_public_key(value):
+    """An Ed25519 public key given as 64 hex digits or a file holding them; ValueError if not."""
     text = value.strip()
     if len(text) != 64 and Path(text).is_file():
         text = Path(text).read_text().strip()
@@ -312,8 +311,17 @@ def _public_key_arg(value):
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise BuildError("--public-key: 64 hex digits, or a file holding them")
-    return key, "given key"
+        raise ValueError("--public-key: 64 hex digits, or a file holding them")
+    return key
+
+
+def _public_key_arg(value):
+    if value is None:
+        return dev_public_key(), "development key"
+    try:
+        return parse_public_key(value), "given key"
+    except ValueError as e:
+        raise BuildError(str(e)) from None
 
 
 def inspect(path, public_key, out=None):

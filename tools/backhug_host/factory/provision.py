@@ -74,16 +74,10 @@ def public_key_arg(value, dev):
         return bundler.dev_public_key()
     if not value:
         raise Refused("give the update public key: --public-key HEX|FILE (or --dev on a bench)")
-    text = value.strip()
-    if len(text) != 64 and Path(text).is_file():
-        text = Path(text).read_text().strip()
     try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise Refused("--public-key: 64 hex digits, or a file holding them")
-    return key
+        return bundler.parse_public_key(value)
+    except ValueError as e:
+        raise Refused(str(e)) from None
 
 
 def load_bundle(path, public_key, board_id):
