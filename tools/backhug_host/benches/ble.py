@@ -90,6 +90,7 @@ def run():
             "value": ticks,
             "unit": "ticks",
             "target": 1,
+            "better": "lower",
             "note": "the write reaching the firmware to the tick applying it (worst of %d)"
             % TRIALS,
         },
