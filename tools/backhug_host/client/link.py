@@ -229,6 +229,13 @@ class BumbleLink(Link):
             if e.error_code in _ATT_SECURITY_ERRORS:
                 raise NotPaired(e.error_name) from e
             raise LinkError("ATT error %s" % e) from e
+        except asyncio.CancelledError:
+            # bumble cancels an ATT request in flight when the link drops; our own task being
+            # cancelled must stay a cancellation
+            task = asyncio.current_task()
+            if self.connection is None and task is not None and not task.cancelling():
+                raise LinkError("the link dropped") from None
+            raise
         except Exception as e:  # the stack's own errors: timeouts, a link that went away
             if self.connection is None:
                 raise LinkError("the link dropped") from e
