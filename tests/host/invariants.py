@@ -242,14 +242,9 @@ class Monitor:
         # 5: no pressing without a person
         nobody = state != ses.SCANNING and not sess.occupied
         if (state == ses.IDLE or state == ses.FINISHING or nobody) and not off:
-            # FIRMWARE ISSUE (reported to the lead, firmware/session.py): when the paused or
-            # leg-rest-rising session ends in a tick (person got up, paused too long), that tick
-            # still writes the light-touch targets _hold() computed; the fingers go home one tick
-            # later (the treating states call _finishing() at once). Tolerated here for that one
-            # tick; remove `late` once the session homes in the tick it ends.
-            late = state == ses.FINISHING and state_before in (ses.PAUSED, ses.LEGREST_RISING)
+            # a session that ends (from any state) homes the fingers in that same tick
             for i in range(n):
-                if t[i] and not late:
+                if t[i]:
                     return "5: finger %d at %d um while %s (occupied %s)" % (
                         i, t[i], ses.STATE_NAMES[state], sess.occupied)
         up = sim.legrest.drive() > 0.0
