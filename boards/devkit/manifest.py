@@ -7,6 +7,7 @@
 include("$(PORT_DIR)/boards/manifest.py")  # the port's own frozen set (asyncio, neopixel, ...)
 require("aioble")
 require("cbor2")
+require("hashlib-sha512")  # Ed25519 verification of update bundles (firmware/update/sha512.py)
 package("firmware", base_path="../..")
 # only this board's data: the image must not be able to boot as another board
 package(

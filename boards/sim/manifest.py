@@ -6,5 +6,6 @@
 
 require("aioble")
 require("cbor2")
+require("hashlib-sha512")  # Ed25519 verification of update bundles (firmware/update/sha512.py)
 package("firmware", base_path="../..")
 package("boards", files=("__init__.py", "sim/__init__.py", "sim/board.py"), base_path="../..")

@@ -392,7 +392,7 @@ def test_manifest_freezes_firmware_board_and_libraries(board_id):
         code = f.read()
     exec(compile(code, "manifest.py", "exec"), api)
     required = sorted(a[0] for kind, a, _ in calls if kind == "require")
-    assert required == ["aioble", "cbor2"]
+    assert required == ["aioble", "cbor2", "hashlib-sha512"]
     packages = {}
     for kind, a, k in calls:
         if kind == "package":
