@@ -30,3 +30,34 @@ def vrun(vclock):
         return hostrt.run(coro, clock=vclock, idle_grace_s=idle_grace_s)
 
     return run
+
+
+@pytest.fixture
+def served():
+    """`python -m backhug_host.sim serve --open-window` in a subprocess (wall-clock time); yields
+    the Bumble transport string of its HCI socket ("tcp-client:127.0.0.1:PORT")."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from backhug_host import blesim
+
+    blesim.make_bundle()  # the factory bundle, built (or found in the cache) before the clock
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "backhug_host.sim", "serve", "--port", "0", "--open-window"]
+    proc = subprocess.Popen(
+        cmd + ["--seconds", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"tcp-client:127\.0\.0\.1:\d+", line)
+        assert m, "no HCI transport announced: %r" % line
+        yield m.group(0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -3,45 +3,12 @@ the `backhug` console script in other processes driving it over a real HCI link:
 pairing window, start a session, read the state, stop; a bond kept in the client's key file
 lets a later process in without pairing again."""
 
-import os
 import re
 import subprocess
 import sys
 import time
 
-import pytest
-
 DEVICE = "F0:BA:C4:00:00:01"
-
-
-@pytest.fixture
-def served():
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backhug_host.sim",
-            "serve",
-            "--port",
-            "0",
-            "--open-window",
-            "--seconds",
-            "120",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        m = re.search(r"tcp-client:127\.0\.0\.1:\d+", line)
-        assert m, "no HCI transport announced: %r" % line
-        yield m.group(0)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def backhug(spec, keys, *argv):

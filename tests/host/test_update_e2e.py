@@ -7,10 +7,6 @@ characteristic; a session and an upload exclude each other."""
 
 import asyncio
 import hashlib
-import os
-import re
-import subprocess
-import sys
 
 import pytest
 from bumble import att
@@ -181,28 +177,6 @@ def test_strangers_refused_and_session_and_upload_exclude_each_other(new_bundle)
             await sim.close()
 
     hostrt.run(main())
-
-
-@pytest.fixture
-def served(tmp_path):
-    blesim.make_bundle()  # the factory bundle, built (or found in the cache) before the clock
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "backhug_host.sim", "serve", "--port", "0", "--open-window"]
-    proc = subprocess.Popen(
-        cmd + ["--seconds", "120"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        m = re.search(r"tcp-client:127\.0\.0\.1:\d+", line)
-        assert m, "no HCI transport announced: %r" % line
-        yield m.group(0)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_update_over_ble_from_another_process(served, tmp_path, new_bundle):
