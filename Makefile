@@ -95,9 +95,14 @@ bundle: $(VENV_STAMP)
 	  $(if $(or $(findstring --key,$(ARGS)),$(BACKHUG_SIGNING_KEY)),,--dev) $(ARGS)
 
 # Provisioning (docs/factory.md): builds the bundle (dev key unless PUBLIC_KEY/ARGS say otherwise)
-# and installs it with the package cache from build/mipcache (mipcache.py prepare, once, online).
+# and installs it with the pinned micropython-lib packages (tools/backhug_host/mplib.json) from
+# build/mipcache, prepared from the offline index in ../shared whenever the pins change.
 HARDWARE ?= $(if $(filter devkit,$(BOARD)),devkit-c1,v3.1)
-flash: $(VENV_STAMP)
+MIPCACHE := build/mipcache/cache.json
+$(MIPCACHE): tools/backhug_host/mplib.json $(VENV_STAMP)
+	$(PY) -m backhug_host.factory.mipcache prepare build/mipcache
+
+flash: $(VENV_STAMP) $(MIPCACHE)
 	@test -n "$(PORT)" || { echo "make flash: give PORT=/dev/ttyACM0 (and BOARD=, SERIAL=)"; exit 2; }
 	$(MAKE) --no-print-directory bundle BOARD=$(BOARD) \
 	  ARGS="$(if $(BUNDLE_KEY),--key $(BUNDLE_KEY),)"

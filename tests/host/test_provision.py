@@ -4,10 +4,11 @@ a clear message, a non-zero exit and nothing written."""
 
 import hashlib
 import json
+import shutil
 
 import pytest
 
-from backhug_host import bundler
+from backhug_host import bundler, mplib
 from backhug_host.factory import mipcache, provision
 from backhug_host.factory.standin import ABI_1_22, ABI_1_29, MemFs, StandIn
 from firmware import storage
@@ -34,35 +35,22 @@ def make_bundle(tmp_path, version="1.0.0", counter=1, board=BOARD, abi=ABI_1_29,
     return path
 
 
-def fake_index():
-    # a tiny package index in micropython.org/pi/v2's layout
-    files = {
-        "aioble/__init__.mpy": b"aioble",
-        "aioble/core.mpy": b"core",
-        "cbor2/__init__.mpy": b"cbor",
-        "hashlib/_sha512.mpy": b"sha512",
-    }
-    short = {p: hashlib.sha256(d).hexdigest()[:8] for p, d in files.items()}
-    idx = {}
-    pk = {
-        "aioble": (["aioble/__init__.mpy"], [["aioble-core", "latest"]]),
-        "aioble-core": (["aioble/core.mpy"], []),
-        "cbor2": (["cbor2/__init__.mpy"], []),
-        "hashlib-sha512": (["hashlib/_sha512.mpy"], []),
-    }
-    for name, (paths, deps) in pk.items():
-        idx["I/package/6/%s/latest.json" % name] = json.dumps(
-            {"version": "1.0", "hashes": [[p, short[p]] for p in paths], "deps": deps}
-        ).encode()
-    for p, d in files.items():
-        idx["I/file/%s/%s" % (short[p][:2], short[p])] = d
-    return idx
+# The pinned micropython-lib files (tools/backhug_host/mplib.json), read from the offline mip
+# index in ../shared: the cache below is prepared from it as the line prepares its own.
+PINNED = {"/lib/" + rel: blob for rel, blob in mplib.read("mpy").items()}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mipcache")
+    mipcache.prepare(path)
+    return path
 
 
 @pytest.fixture
-def cache(tmp_path):
-    idx = fake_index()
-    mipcache.prepare(tmp_path / "cache", index="I", fetch=lambda url: idx[url])
+def cache(prepared, tmp_path):
+    # a copy per test: some tests damage it
+    shutil.copytree(prepared, tmp_path / "cache")
     return tmp_path / "cache"
 
 
@@ -141,8 +129,8 @@ def test_fresh_unit_is_provisioned_and_boots_the_bundle(bundle, cache):
     assert fs.get("/slots/a/firmware/__init__.mpy") == b"M\x061.0.0"
     assert fs.get("/boot.py") == provision.BOOT_PY.read_bytes()
     assert b"main.start()" in fs.get("/main.py")
-    assert fs.get("/lib/aioble/core.mpy") == b"core" and fs.get("/lib/cbor2/__init__.mpy")
-    assert fs.get("/lib/hashlib/_sha512.mpy") == b"sha512"
+    assert {p: fs.get(p) for p in PINNED} == PINNED  # every pinned file, byte for byte
+    assert sorted(fs.tree("/lib")) == sorted(PINNED)  # and nothing else
     assert ident(fs) == {
         "board": BOARD,
         "serial": "BH3-000123",
@@ -158,6 +146,9 @@ def test_fresh_unit_is_provisioned_and_boots_the_bundle(bundle, cache):
     assert StandIn(fs).slot_dir == "/slots/a"
     assert_user_data_kept(fs)
     assert any("provisioned BH3-000123" in m for m in logs)
+    versions = "aioble 0.6.2, cbor2 1.0.0, hashlib-sha512 1.0.0"
+    assert any(m.startswith("libraries: " + versions) and "15 written" in m for m in logs), logs
+    assert versions in logs[-1]
 
 
 def test_rerun_checks_and_changes_nothing_and_keeps_calibration(bundle, cache):
@@ -187,7 +178,7 @@ def test_rerun_repairs_a_damaged_file_only(bundle, cache):
         "/lib/cbor2/__init__.mpy.tmp",
         "/slots/a/firmware/app.mpy.tmp",
     ]
-    assert fs.get("/lib/cbor2/__init__.mpy") == b"cbor"
+    assert fs.get("/lib/cbor2/__init__.mpy") == PINNED["/lib/cbor2/__init__.mpy"]
     assert_user_data_kept(fs)
 
 
@@ -204,7 +195,10 @@ def test_a_newer_bundle_replaces_the_slot_without_touching_user_data(bundle, cac
     assert_user_data_kept(fs)
 
 
-@pytest.mark.parametrize("cut_after", [6, 20, 47, 55, 70, 100, 118, 124])
+# REPL commands before the cable is pulled: in the libraries (20, 100), listing them for strays
+# (183), /boot.py (207, 215), /main.py (230), slot a's files (260), its bundle.bin rename (278),
+# the state's rename, the last one (284)
+@pytest.mark.parametrize("cut_after", [6, 20, 100, 183, 207, 215, 230, 260, 278, 284])
 def test_cut_short_provisioning_is_recognised_and_resumed(bundle, cache, cut_after):
     fs = fresh_fs()
     rc, dev, logs = run(fs, args(bundle, cache), cut_after=cut_after)
@@ -228,7 +222,7 @@ def test_cut_short_provisioning_is_recognised_and_resumed(bundle, cache, cut_aft
 
 def test_resume_is_announced(bundle, cache):
     fs = fresh_fs()
-    run(fs, args(bundle, cache), cut_after=100)
+    run(fs, args(bundle, cache), cut_after=260)
     rc, dev, logs = run(fs, args(bundle, cache))
     assert rc == 0 and any("did not finish" in m and "resuming" in m for m in logs), logs
 
@@ -322,21 +316,142 @@ def test_bundle_signed_with_another_key(bundle, cache):
     refused(fresh_fs(), a, "does not verify: signature")
 
 
-def test_mipcache_follows_deps_and_checks_hashes(tmp_path):
-    idx = fake_index()
-    m = mipcache.prepare(tmp_path / "c", index="I", fetch=lambda url: idx[url])
-    assert set(m["packages"]) == {"aioble", "aioble-core", "cbor2", "hashlib-sha512"}
-    files = mipcache.load(tmp_path / "c", mpy=6)
-    assert [p for p, _, _ in files] == [
-        "/lib/aioble/__init__.mpy",
-        "/lib/aioble/core.mpy",
-        "/lib/cbor2/__init__.mpy",
-        "/lib/hashlib/_sha512.mpy",
+def test_missing_or_outdated_package_cache_is_refused(bundle, cache):
+    data = json.loads((cache / "cache.json").read_text())
+    data["packages"]["aioble"]["version"] = "0.6.1"
+    (cache / "cache.json").write_text(json.dumps(data))
+    refused(fresh_fs(), args(bundle, cache), "holds aioble 0.6.1 (pinned 0.6.2)")
+
+
+def test_a_damaged_package_file_is_refused_before_any_write(bundle, cache):
+    short = mplib.lock()["packages"]["cbor2"]["mpy"]["cbor2/_decoder.mpy"][:8]
+    (cache / "file" / short[:2] / short).write_bytes(b"M\x06 not the pinned decoder")
+    refused(fresh_fs(), args(bundle, cache), "cbor2/_decoder.mpy in the cache has SHA-256")
+
+
+def test_stray_and_outdated_library_files_are_replaced_or_removed(bundle, cache):
+    fs = fresh_fs()
+    fs.put("/lib/aioble/core.mpy", b"M\x06 aioble-core 0.3.0")  # an older version's file
+    fs.put("/lib/aioble/core.py", b"# a source copy: would win over core.mpy")
+    fs.put("/lib/aioble/old/extra.mpy", b"M\x06")
+    fs.put("/lib/hashlib/_sha256.mpy", b"M\x06 hashlib-sha256")
+    fs.put("/lib/other/keep.mpy", b"M\x06 not ours")
+    rc, dev, logs = run(fs, args(bundle, cache))
+    assert rc == 0, logs
+    assert {p: fs.get(p) for p in PINNED} == PINNED
+    strays = ["/lib/aioble/core.py", "/lib/aioble/old/extra.mpy", "/lib/hashlib/_sha256.mpy"]
+    assert sorted(dev.removes) == strays
+    assert "/lib/aioble/core.mpy.tmp" in [p for p, _ in dev.writes]
+    assert fs.get("/lib/other/keep.mpy") == b"M\x06 not ours"  # not a pinned package's folder
+    assert any("3 stray removed" in m for m in logs), logs
+    # a re-run finds nothing to do
+    rc, dev, logs = run(fs, args(bundle, cache))
+    assert rc == 0 and dev.writes == [] and dev.removes == [], logs
+
+
+# --- the package cache (mipcache) ------------------------------------------------------------
+
+
+def test_mipcache_holds_exactly_the_pinned_files(prepared):
+    m = json.loads((prepared / "cache.json").read_text())
+    assert {n: p["version"] for n, p in m["packages"].items()} == mplib.versions()
+    assert m["micropython_lib"] == mplib.lock()["micropython_lib"] and m["mpy"] == 6
+    pk = mipcache.load(prepared, mpy=6)
+    assert {p: blob for p, blob, _ in pk} == PINNED
+    assert all(hashlib.sha256(blob).hexdigest() == sha for _, blob, sha in pk)
+    assert pk.versions == mplib.versions()
+    assert pk.describe() == (
+        "aioble 0.6.2, cbor2 1.0.0, hashlib-sha512 1.0.0 (micropython-lib ee4bb8ff, .mpy 6)"
+    )
+    # only the pinned files, in the mip index layout (mpremote mip --index reads it; so does
+    # mplib)
+    files = sorted(p.name for p in (prepared / "file").rglob("*") if p.is_file())
+    assert files == sorted(sha[:8] for _, _, sha in pk)
+    assert mplib.read("mpy", index=prepared) == mplib.read("mpy")
+    latest = json.loads((prepared / "package/6/aioble/latest.json").read_text())
+    assert latest["version"] == "0.6.2"
+    with pytest.raises(mipcache.CacheError, match="built for .mpy version 6, not 5"):
+        mipcache.load(prepared, mpy=5)
+
+
+def _index_copy(tmp_path):
+    src = mplib.index_dir()
+    dst = tmp_path / "index"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_mipcache_refuses_an_index_whose_file_differs_from_the_pin(tmp_path):
+    idx = _index_copy(tmp_path)
+    short = mplib.lock()["packages"]["hashlib-sha512"]["mpy"]["hashlib/_sha512.mpy"][:8]
+    f = idx / "file" / short[:2] / short
+    f.chmod(0o644)
+    f.write_bytes(f.read_bytes() + b"\0")  # same name, other bytes: another build
+    with pytest.raises(mipcache.CacheError) as e:
+        mipcache.prepare(tmp_path / "c", idx)
+    assert "hashlib-sha512 1.0.0: hashlib/_sha512.mpy" in str(e.value)
+    assert "pinned a145e394" in str(e.value) and "refused" in str(e.value)
+    assert not (tmp_path / "c").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    "change, expect",
+    [
+        (lambda j: j["hashes"].pop(), "the index lists the files"),
+        (lambda j: j.__setitem__("deps", [["aioble-core", "latest"]]), "outside the pin"),
+        (lambda j: j.__setitem__("version", "0.7.0"), "says version 0.7.0"),
+        (lambda j: j["hashes"][0].__setitem__(1, "00000000"), "pinned SHA-256"),
+    ],
+)
+def test_mipcache_refuses_a_listing_that_differs_from_the_pin(tmp_path, change, expect):
+    idx = _index_copy(tmp_path)
+    listing = idx / "package/6/aioble/0.6.2.json"
+    j = json.loads(listing.read_text())
+    change(j)
+    listing.chmod(0o644)
+    listing.write_text(json.dumps(j))
+    with pytest.raises(mipcache.CacheError, match=expect):
+        mipcache.prepare(tmp_path / "c", idx)
+
+
+def test_mipcache_online_asks_for_the_pinned_versions(tmp_path):
+    # an online index (fetch stands in for HTTP), served from the offline copy
+    idx = mplib.index_dir()
+    asked = []
+
+    def fetch(url):
+        asked.append(url)
+        return (idx / url.split("/pi/v2/", 1)[1]).read_bytes()
+
+    mipcache.prepare(tmp_path / "c", "https://micropython.org/pi/v2", fetch=fetch)
+    pkgs = sorted(u.split("/v2/")[1] for u in asked if "/package/" in u)
+    assert pkgs == [
+        "package/6/aioble/0.6.2.json",
+        "package/6/cbor2/1.0.0.json",
+        "package/6/hashlib-sha512/1.0.0.json",
     ]
-    with pytest.raises(mipcache.CacheError, match="mpy version 6"):
-        mipcache.load(tmp_path / "c", mpy=5)
-    bad = dict(idx)
-    key = next(k for k in bad if "/file/" in k)
-    bad[key] = b"tampered"
-    with pytest.raises(mipcache.CacheError, match="does not match its hash"):
-        mipcache.prepare(tmp_path / "d", index="I", fetch=lambda url: bad[url])
+    assert {p: b for p, b, _ in mipcache.load(tmp_path / "c")} == PINNED
+    with pytest.raises(mipcache.CacheError, match="is not in the index"):
+        mipcache.prepare(tmp_path / "d", "https://example.invalid/pi", fetch=lambda url: 1 / 0)
+
+
+def test_mipcache_refuses_a_cache_of_the_old_latest_kind(tmp_path, prepared):
+    old = tmp_path / "old"
+    shutil.copytree(prepared, old)
+    m = json.loads((old / "cache.json").read_text())
+    del m["format"]
+    (old / "cache.json").write_text(json.dumps(m))
+    with pytest.raises(mipcache.CacheError, match="predates the pins"):
+        mipcache.load(old)
+    with pytest.raises(mipcache.CacheError, match="no package cache"):
+        mipcache.load(tmp_path / "none")
+
+
+def test_mipcache_command_line(tmp_path, capsys):
+    assert mipcache.main(["prepare", str(tmp_path / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "aioble           0.6.2    9 files" in out
+    assert "all 15 files match their pinned SHA-256 (micropython-lib ee4bb8ff, .mpy 6)" in out
+    assert mipcache.main(["show", str(tmp_path / "c")]) == 0
+    assert mipcache.main(["show", str(tmp_path / "nothing")]) == 2
+    assert "no package cache" in capsys.readouterr().err

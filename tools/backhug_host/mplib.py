@@ -10,12 +10,16 @@ every file is checked against the pin before it is used.
 
     tree("py")   -> build/mplib/py/   (aioble/..., cbor2/..., hashlib/...)
     tree("mpy")  -> build/mplib/mpy/
+
+From the shell: `python -m backhug_host.mplib show` (the pins), `check` (every file of both kinds
+read and hashed), `tree py|mpy` (materialise one kind, print its path: tests/mpy/run.mjs uses it).
 """
 
 import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,8 +79,9 @@ def read(kind, index=None):
             raise LockError("%s %s (%s) is not in the index %s" % (name, version, sub, index))
         short = dict(json.loads(listing.read_text())["hashes"]).get(rel)
         if short is None or not digest.startswith(short):
-            raise LockError("%s %s: the index lists %s differently from the pin" % (name, version,
-                                                                                   rel))  # fmt: skip
+            raise LockError(
+                "%s %s: the index lists %s differently from the pin" % (name, version, rel)
+            )
         blob = (index / "file" / short[:2] / short).read_bytes()
         if hashlib.sha256(blob).hexdigest() != digest:
             raise LockError("%s %s: %s does not match its pinned SHA-256" % (name, version, rel))
@@ -108,3 +113,39 @@ def tree(kind="py", dest=None):
     except OSError:  # another process made it first
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m backhug_host.mplib",
+        description="The pinned micropython-lib packages (tools/backhug_host/mplib.json).",
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("show", help="the pinned versions and commits")
+    sub.add_parser("check", help="read every pinned file (.py and .mpy) and check its SHA-256")
+    t = sub.add_parser("tree", help="materialise one kind under build/mplib/ and print the path")
+    t.add_argument("kind", choices=KINDS)
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "tree":
+            print(tree(args.kind))
+        elif args.cmd == "check":
+            for kind in KINDS:
+                n = len(read(kind))
+                print("%-3s %2d files match their pins (%s)" % (kind, n, index_dir()))
+        else:
+            data = lock()
+            print("micropython-lib %s (MicroPython %s), .mpy %d" % (
+                data["micropython_lib"], data["micropython"], data["mpy"]))  # fmt: skip
+            for name, p in data["packages"].items():
+                print("%-16s %-8s %d files" % (name, p["version"], len(p["mpy"])))
+    except LockError as exc:
+        print("mplib: %s" % exc, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

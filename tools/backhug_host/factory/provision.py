@@ -4,8 +4,10 @@
         --hardware v3.1 --bundle build/bundle/backhug-backhug_v3-1.0.0.bhb --public-key key.hex
 
 Installs, in this order, each step skipped when the device already has exactly that content:
-  1. the micropython-lib packages (aioble, cbor2, hashlib-sha512) into /lib, from the local cache
-     (mipcache.py; the line has no internet);
+  1. the micropython-lib packages (aioble, cbor2, hashlib-sha512) into /lib at the versions
+     pinned in tools/backhug_host/mplib.json, from the local cache (mipcache.py; the line has no
+     internet), each file checked by SHA-256 on the device; a file in those packages' folders
+     that the pin does not list (left by another version) is removed;
   2. the fixed /boot.py (firmware/update/boot.py, verbatim) and /main.py;
   3. the identity file /data/identity (firmware/identity.py: board, serial, hardware revision,
      update key, factory calibration), in the data store's format, tmp + rename;
@@ -18,10 +20,11 @@ Installs, in this order, each step skipped when the device already has exactly t
 Then the device is reset into its firmware.
 
 Everything that can refuse is checked before the first write: the bundle (signature with the
-given key, board), the package cache, the device (MicroPython and its .mpy ABI, the PWM chips the
-board's I2C bus answers with, free flash), an existing identity (same board, serial, hardware and
-key, or --update-identity), and anti-rollback (a device holding a bundle with a higher security
-counter). A refusal exits 2 having written nothing. Bonds (/data/bonds), tension history
+given key, board), the package cache (the pinned versions, every file's SHA-256), the device
+(MicroPython and its .mpy ABI, the PWM chips the board's I2C bus answers with, free flash), an
+existing identity (same board, serial, hardware and key, or --update-identity), and
+anti-rollback (a device holding a bundle with a higher security counter). A refusal exits 2
+having written nothing. Bonds (/data/bonds), tension history
 (/data/tension*) and the fault log (/data/faultlog) are never touched; an existing calibration is
 kept unless --calibration gives a new one.
 """
@@ -293,6 +296,27 @@ def _needs(link, path, sha):
     return link.sha256(path) != sha
 
 
+def _strays(link, paths):
+    # Files under the top folders of `paths` (/lib/aioble, /lib/cbor2, /lib/hashlib) that are not
+    # in `paths`: left by another version of a package. A .py there would even win over the
+    # pinned .mpy of the same name (MicroPython's import looks for .py first).
+    tops = sorted({p.rsplit("/", 1)[0] for p in paths if p.count("/") >= 3})
+    out = []
+    todo = [t for t in tops if not any(t.startswith(o + "/") for o in tops)]
+    while todo:
+        d = todo.pop()
+        for name in link.listdir(d) or ():
+            full = d + "/" + name
+            st = link.stat(full)
+            if st is None:
+                continue
+            if st[0]:
+                todo.append(full)
+            elif full not in paths:
+                out.append(full)
+    return sorted(out)
+
+
 def provision(
     link,
     board_id,
@@ -306,8 +330,9 @@ def provision(
     reset=True,
     log=log_print,
 ):
-    """Provision the device behind `link` (a DevLink). packages: [(device path, bytes, sha)] from
-    mipcache.load(). Returns a summary dict. Refused before any write; Failed part-way."""
+    """Provision the device behind `link` (a DevLink). packages: mipcache.load()'s Packages
+    ([(device path, bytes, sha)] with their versions), or () for none. Returns a summary dict.
+    Refused before any write; Failed part-way."""
     try:
         board = boardspec.load(board_id)
     except (ImportError, boardspec.BoardError) as exc:
@@ -343,6 +368,7 @@ def provision(
         if pl.resuming:
             log("a previous provisioning did not finish (%s): resuming" % "; ".join(pl.resuming))
         need = len(blob) + sum(len(d) for d in files.values()) + FREE_MARGIN
+        need += sum(len(d) for _, d, _ in packages)
         if p.get("free") is not None and p["free"] < need and not done_before:
             raise Refused(
                 "only %d KB free on the device, the bundle needs %d KB"
@@ -361,6 +387,7 @@ def provision(
         "kept": 0,
         "identity": pl.identity_note,
         "resumed": bool(pl.resuming),
+        "packages": dict(getattr(packages, "versions", {})),
     }
 
     def put(path, data, sha=None):
@@ -375,8 +402,25 @@ def provision(
         summary["written"].append(path)
 
     try:
-        for path, data, sha in packages:
-            put(path, data, sha)
+        if packages:
+            before = len(summary["written"])
+            for path, data, sha in packages:
+                put(path, data, sha)
+            stray = _strays(link, {p for p, _, _ in packages})
+            for path in stray:
+                link.remove(path)
+            what = packages.describe() if hasattr(packages, "describe") else "packages"
+            log(
+                "libraries: %s: %d files, %d written, %d stray removed%s"
+                % (
+                    what,
+                    len(packages),
+                    len(summary["written"]) - before,
+                    len(stray),
+                    (" (" + ", ".join(stray) + ")") if stray else "",
+                )
+            )
+            summary["removed"] = stray
         put("/boot.py", BOOT_PY.read_bytes())
         put("/main.py", MAIN_PY)
         ident_bytes = storage.encode(pl.identity)
@@ -448,7 +492,8 @@ def main(argv=None, transport_factory=None, log=log_print):
     ap.add_argument(
         "--packages",
         default=str(REPO / "build" / "mipcache"),
-        help="package cache from mipcache.py prepare (default build/mipcache)",
+        help="package cache from `mipcache prepare` (default build/mipcache): the pinned "
+        "versions of tools/backhug_host/mplib.json",
     )
     ap.add_argument("--calibration", help="JSON calibration {force, pulse_us} to store")
     ap.add_argument(
@@ -498,11 +543,12 @@ def main(argv=None, transport_factory=None, log=log_print):
         log("backhug-provision: FAILED: %s" % exc)
         return 3
     log(
-        "provisioned %s (%s, firmware %s): %d files written, %d already right; identity %s%s"
+        "provisioned %s (%s, firmware %s, %s): %d files written, %d already right; identity %s%s"
         % (
             s["serial"],
             s["board"],
             s["version"],
+            ", ".join("%s %s" % nv for nv in s["packages"].items()) or "no libraries",
             len(s["written"]),
             s["kept"],
             s["identity"],
