@@ -1,4 +1,4 @@
-# The aioble adapter (tools/backhug_host/shims/aioble on backhug_host.blestack): the firmware's
+# micropython-lib's aioble on the host radio (backhug_host.blestack on Bumble): the firmware's
 # GATT server on a bumble Device, a bumble phone on the same virtual link talking real BLE to it.
 # Each test checks an aioble behaviour the firmware relies on (docs/ble-adapter.md).
 
@@ -13,7 +13,7 @@ from bumble.transport import open_transport
 
 from backhug_host import blestack, hostrt
 
-aioble = blestack.use_fake_aioble()
+aioble = blestack.use_aioble()
 import bluetooth  # noqa: E402
 
 _IRQ_MTU_EXCHANGED = 21
@@ -373,7 +373,7 @@ def test_central_disconnect_wakes_waits(store):
         await watcher
         with pytest.raises(aioble.DeviceDisconnectedError):
             await waiter
-        return device_conn.is_connected(), dict(aioble.DeviceConnection._connected)
+        return device_conn.is_connected(), dict(aioble.device.DeviceConnection._connected)
 
     assert hostrt.run(main()) == (False, {})
 
@@ -455,7 +455,7 @@ def test_reset_is_a_clean_reboot(store):
     # Like a fresh boot: only aioble's own handlers, no connections, a new world; the
     # application's handler registered now comes before aioble.security's again.
     assert store.irq not in aioble.core._irq_handlers
-    assert aioble.DeviceConnection._connected == {}
+    assert aioble.device.DeviceConnection._connected == {}
     aioble.core.register_irq_handler(store.irq, None)
     hostrt.run(boot())
     handlers = aioble.core._irq_handlers

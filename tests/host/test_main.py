@@ -7,8 +7,8 @@ from backhug_host import blestack, hostrt
 from backhug_host.sim.device import SimDevice
 from firmware import storage
 
-blestack.use_fake_aioble()
-from firmware import main  # noqa: E402  (imports aioble: the host adapter)
+blestack.use_aioble()
+from firmware import main  # noqa: E402  (imports micropython-lib's aioble)
 
 
 def _hw():

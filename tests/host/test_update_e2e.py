@@ -29,8 +29,8 @@ from backhug_host.client.link import BumbleLink
 from firmware import version
 from firmware.update import smp
 
-blestack.use_fake_aioble()
-from firmware.update import smpble  # noqa: E402  (imports aioble: the host adapter)
+blestack.use_aioble()
+from firmware.update import smpble  # noqa: E402  (imports micropython-lib's aioble)
 
 OLD = version.VERSION
 NEW = "9.9.1"  # any version: the bundle's counter, not its version, guards against rollback

@@ -127,7 +127,7 @@ class BleSim:
         self._factory = factory_bundle
         self._install_factory()
         blestack.reset()
-        self.aioble = blestack.use_fake_aioble()
+        self.aioble = blestack.use_aioble()
         self.run = SimRun(
             person=person, seed=seed, data_dir=data_dir, clock=clock, services=self._attach
         )

@@ -8,8 +8,9 @@ as HCI over TCP loopback so a central in another process can attach with bumble 
 
 `Radio` is MicroPython's `bluetooth.BLE` object (the methods aioble calls: gatts_*, gap_*,
 config, irq) implemented on that bumble Device. shims/bluetooth.py returns it from BLE(), and
-the aioble shim (shims/aioble/) runs on it unchanged. docs/ble-adapter.md says how each call maps
-and where the result differs from NimBLE on the ESP32.
+micropython-lib's aioble (the pinned files, see use_aioble()) runs on it unchanged.
+docs/ble-adapter.md says how each call maps and where the result differs from NimBLE on the
+ESP32.
 
 Bumble needs a running event loop for its controllers, so the radio builds its controller on
 first use inside a loop; MicroPython's synchronous calls (gap_advertise, gatts_notify, ...) that
@@ -95,15 +96,38 @@ _IO_TO_BUMBLE = {
 }
 
 
-def use_fake_aioble():
-    """Put shims/ first on sys.path (once) and return the host `aioble` package."""
+def use_aioble():
+    """Make `import aioble` give micropython-lib's aioble, unchanged, and return it.
+
+    The pinned files (mplib.tree("py"), checked against tools/backhug_host/mplib.json) go on
+    sys.path after the standard library and site-packages, so only `aioble` comes from there:
+    host tools keep CPython's hashlib and PyPI's cbor2 under those names. shims/ goes first
+    (MicroPython's `bluetooth`, whose BLE() is this module's Radio, and `micropython`), and
+    backhug_host.mpcompat adds what CPython's asyncio lacks before aioble is imported (and
+    encodes a str advertising name after). Once per process; later calls return the same module.
+    """
+    from backhug_host import mpcompat, mplib
+
+    mpcompat.install()
     if SHIMS_DIR not in sys.path:
         sys.path.insert(0, SHIMS_DIR)
+    global _AIOBLE_TREE
+    if _AIOBLE_TREE is None:
+        _AIOBLE_TREE = str(mplib.tree("py"))
+    if _AIOBLE_TREE not in sys.path:
+        sys.path.append(_AIOBLE_TREE)
     import aioble
 
-    if not getattr(aioble, "__file__", "").startswith(SHIMS_DIR):
-        raise RuntimeError("`aioble` was imported from %r, not the host shim" % aioble.__file__)
+    if not getattr(aioble, "__file__", "").startswith(_AIOBLE_TREE + os.sep):
+        raise RuntimeError(
+            "`aioble` was imported from %r, not micropython-lib's pinned copy in %s"
+            % (getattr(aioble, "__file__", None), _AIOBLE_TREE)
+        )
+    mpcompat.adapt_aioble(aioble)
     return aioble
+
+
+_AIOBLE_TREE = None
 
 
 def secret_key(address):
@@ -886,14 +910,16 @@ async def start():
     return await radio().started()
 
 
-_AIOBLE_OWN = ("aioble.device", "aioble.peripheral", "aioble.server")
-
-
 def reset():
     """Tear everything down so a test or a simulated reboot starts clean.
 
-    Runs aioble's shutdown handlers if the shim is loaded (forgets characteristics, the capture
-    queue, connections), then closes the world: links, controllers, TCP servers.
+    If aioble is loaded: its shutdown handlers run (characteristics, the capture queue and task,
+    a pending advertise, aioble.security's secrets), and its IRQ handler list goes back to what
+    a fresh boot has: the handlers aioble's modules register at import, without the
+    application's. aioble.security is imported by aioble's first activation (ensure_active)
+    and registers its handler then, after the application's bond store; so it is dropped from
+    sys.modules here and the next activation imports it afresh, in that same order. Then the
+    world closes: links, controllers, TCP servers; the radio's config returns to its defaults.
     """
     core = sys.modules.get("aioble.core")
     if core is not None:
@@ -902,13 +928,11 @@ def reset():
                 handler()
             except Exception:
                 traceback.print_exc()
-        # A rebooted device has only the handlers aioble's modules register at import; the
-        # application's (and aioble.security's, added again at the next activation) go.
         for handlers in (core._irq_handlers, core._shutdown_handlers):
-            handlers[:] = [h for h in handlers if getattr(h, "__module__", "") in _AIOBLE_OWN]
-        security = sys.modules.get("aioble.security")
-        if security is not None:
-            security._warned = False
+            handlers[:] = [h for h in handlers if _aioble_own(h)]
+        package = sys.modules.get("aioble")
+        if sys.modules.pop("aioble.security", None) is not None and package is not None:
+            package.__dict__.pop("security", None)
         device_mod = sys.modules.get("aioble.device")
         if device_mod is not None:
             device_mod.DeviceConnection._connected.clear()
@@ -916,6 +940,11 @@ def reset():
         _radio.shutdown()
         _radio._config = dict(_DEFAULT_CONFIG)
         _radio.irq_errors.clear()
+
+
+def _aioble_own(handler):
+    module = getattr(handler, "__module__", "") or ""
+    return module.startswith("aioble.") and module != "aioble.security"
 
 
 async def make_central(link=None, name="phone", address=CENTRAL_ADDRESS):

@@ -2,8 +2,8 @@
 
 `UUID`, the characteristic `FLAG_*` constants and `BLE()`, which returns the one radio object.
 On the host that radio is backhug_host.blestack.Radio: MicroPython's low-level BLE methods
-(gatts_*, gap_*, config, irq) implemented on Google's Bumble. The aioble shim next to this file
-drives it exactly as the real aioble drives the device's radio.
+(gatts_*, gap_*, config, irq) implemented on Google's Bumble. micropython-lib's aioble
+(backhug_host.blestack.use_aioble()) drives it as it drives the device's radio.
 """
 
 FLAG_READ = 0x0002
