@@ -3,8 +3,6 @@
 
 import copy
 import importlib
-import os
-import re
 
 import pytest
 
@@ -12,7 +10,6 @@ from firmware import boardspec
 from firmware.boardspec import BoardError
 
 BOARDS = ("backhug_v3", "devkit", "sim")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def v3():
@@ -371,40 +368,3 @@ def test_error_is_a_value_error():
     d["watchdog_ms"] = 10
     with pytest.raises(ValueError, match=r"^watchdog_ms: 10 below the minimum 100$"):
         boardspec.validate(d)
-
-
-# --- frozen-build manifests ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("board_id", BOARDS)
-def test_manifest_freezes_firmware_board_and_libraries(board_id):
-    # Run the manifest with recording stand-ins for MicroPython's manifestfile API, from the
-    # manifest's directory as tools/manifestfile.py does, and check every path it names exists.
-    mdir = os.path.join(ROOT, "boards", board_id)
-    calls = []
-
-    def rec(kind):
-        return lambda *a, **k: calls.append((kind, a, k))
-
-    api = {n: rec(n) for n in ("include", "require", "package", "module", "metadata", "freeze")}
-    api["options"] = None
-    with open(os.path.join(mdir, "manifest.py")) as f:
-        code = f.read()
-    exec(compile(code, "manifest.py", "exec"), api)
-    required = sorted(a[0] for kind, a, _ in calls if kind == "require")
-    assert required == ["aioble", "cbor2", "hashlib-sha512"]
-    packages = {}
-    for kind, a, k in calls:
-        if kind == "package":
-            base = os.path.normpath(os.path.join(mdir, k.get("base_path", ".")))
-            packages[a[0]] = (base, k.get("files", a[1] if len(a) > 1 else None))
-    assert set(packages) == {"firmware", "boards"}
-    base, files = packages["firmware"]
-    assert files is None and os.path.isfile(os.path.join(base, "firmware", "boardspec.py"))
-    base, files = packages["boards"]
-    # only this board's data goes into its image
-    assert files is not None
-    for f in files:
-        assert os.path.isfile(os.path.join(base, "boards", f)), f
-        assert re.match(r"(__init__\.py|%s/)" % board_id, f), f
-    assert "%s/board.py" % board_id in files
