@@ -269,12 +269,21 @@ class BleService:
         while True:
             await sleep_ms(NOTIFY_GAP_MS)
             conn = self.conn
-            if not _trusted(conn):
+            # a phone that has gone stays self.conn until _connected's next link check (up to
+            # LINK_CHECK_MS): never notify it
+            if not _trusted(conn) or not conn.is_connected():
                 continue
             try:
                 self._send_one(conn)
             except OSError:
-                pass  # the link went down under us: _connected notices and cleans up
+                pass  # ENOMEM: the stack's buffers are full, this one is lost; ENOTCONN: gone
+            except TypeError:
+                # the link dropped between the check and the notify (the disconnect IRQ runs
+                # in the stack's task): aioble passed gatts_notify its handle None, which
+                # MicroPython refuses with TypeError. A lost notification, not a failure;
+                # _connected cleans up. On a live link a TypeError is a bug: let it out.
+                if conn.is_connected():
+                    raise
 
     def _send_one(self, conn):
         # one notification, the most urgent first: answers, a strength change in telemetry

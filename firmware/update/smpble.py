@@ -127,14 +127,24 @@ class SmpBle:
         return None, None
 
     async def _send(self, conn, rsp):
-        size = ((conn.mtu or ATT_DEFAULT_MTU) if conn is not None else ATT_DEFAULT_MTU) - 3
+        # The answer goes to the connection that asked; once it is gone the rest is dropped.
+        # aioble hands a gone connection's handle (None) to gatts_notify, which MicroPython
+        # refuses with TypeError (the disconnect IRQ can come between the check and the
+        # notify): like ENOTCONN, that is the link dropping, not a failure of this task.
+        if conn is None:
+            return
+        size = (conn.mtu or ATT_DEFAULT_MTU) - 3
         for i in range(0, len(rsp), size):
             piece = rsp[i : i + size]
             for _ in range(NOTIFY_TRIES):
+                if not conn.is_connected():
+                    return
                 try:
                     self.char.notify(conn, piece)
                     break
                 except OSError:  # ENOMEM: the stack's buffers are full; ENOTCONN: gone
-                    if not conn.is_connected():
-                        return
-                    await sleep_ms(NOTIFY_RETRY_MS)
+                    pass
+                except TypeError:
+                    if conn.is_connected():
+                        raise  # not the link: a bug
+                await sleep_ms(NOTIFY_RETRY_MS)

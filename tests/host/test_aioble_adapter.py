@@ -3,6 +3,7 @@
 # Each test checks an aioble behaviour the firmware relies on (docs/ble-adapter.md).
 
 import asyncio
+import errno
 
 import pytest
 from bumble import att, gatt
@@ -376,6 +377,33 @@ def test_central_disconnect_wakes_waits(store):
         return device_conn.is_connected(), dict(aioble.device.DeviceConnection._connected)
 
     assert hostrt.run(main()) == (False, {})
+
+
+def test_a_gone_connection_is_refused_as_micropython_refuses_it(store):
+    # aioble marks a connection gone with _conn_handle = None and still passes it on; the
+    # bluetooth module converts handles with mp_obj_get_int: TypeError, not OSError. An int
+    # handle with no connection behind it is NimBLE's ENOTCONN.
+    async def main():
+        g = Gatt()
+        _, connection, _, device_conn = await connect()
+        await connection.disconnect()
+        await device_conn.disconnected(timeout_ms=1000)
+        assert device_conn._conn_handle is None
+        with pytest.raises(TypeError):
+            g.state.notify(device_conn, b"late")
+        radio = bluetooth.BLE()
+        with pytest.raises(TypeError):
+            radio.gatts_indicate(None, g.state._value_handle, b"late")
+        for call in (radio.gap_disconnect, radio.gap_pair, radio.gattc_exchange_mtu):
+            with pytest.raises(TypeError):
+                call(None)
+        with pytest.raises(TypeError):
+            radio.gatts_read(None)
+        with pytest.raises(OSError) as gone:
+            radio.gatts_notify(7, g.state._value_handle, b"x")
+        return gone.value.args, radio.gap_disconnect(7)
+
+    assert hostrt.run(main()) == ((errno.ENOTCONN,), False)  # MicroPython: OSError(ENOTCONN)
 
 
 def test_device_disconnect_and_timeout(store):

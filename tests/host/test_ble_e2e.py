@@ -102,6 +102,45 @@ def test_session_from_the_phone_with_strength_change_and_reconnect():
     sim_run(main())
 
 
+def test_a_phone_dropping_while_notifications_flow_leaves_the_ble_service_running():
+    # Once a phone is gone, aioble's connection has no handle (None) while the service's link
+    # check (every 100 ms) has not noticed yet; MicroPython's gatts_notify refuses None with
+    # TypeError, as the host radio does. Dropping the link at every phase of the 50 ms
+    # notification slot, with telemetry flowing, must never end the BLE task (which would stop
+    # the watchdog feeding and reset the device); the phone reconnects each time.
+    async def main():
+        sim = await BleSim().start()
+        try:
+            phone = await sim.central()
+            client = await sim.phone(phone)
+            await client.start(10, 0)
+            await client.wait_state(lambda s: s["state"] == "treating", timeout_s=200)
+            svc = sim.service
+            for delay_ms in range(0, 100, 10):
+                sent = asyncio.get_running_loop().create_future()
+                client.on_packet = lambda _p, sent=sent: sent.done() or sent.set_result(None)
+                await asyncio.wait_for(sent, 3)
+                await asyncio.sleep(delay_ms / 1000)
+                await client.link.disconnect()
+                await asyncio.sleep(0.5)
+                assert sim.device.crashed is None, delay_ms
+                assert sim.device.supervisor.fault_code == 0, delay_ms
+                link = BumbleLink(phone)
+                assert await link.connect(blestack.world().address) is True
+                client = BackHugClient(link)
+                await client.connect()
+                assert client.latest_state["state"] == "treating"
+            assert sim.service is svc and sim.run.resets == []
+            frame = await client.next_frame(timeout_s=3)
+            assert len(frame["forces_cn"]) == 26
+            await client.set_strength(6)
+            assert sim.device.session.strength == 6
+        finally:
+            await sim.close()
+
+    sim_run(main())
+
+
 def test_strangers_read_only_device_information_and_bond_only_in_the_window():
     async def main():
         sim = await BleSim().start()

@@ -24,7 +24,7 @@ from smpclient.transport.udp import SMPUDPTransport
 
 from backhug_host import blesim, blestack, hostrt
 from backhug_host.blesim import BleSim
-from backhug_host.client.core import CommandRefused
+from backhug_host.client.core import BackHugClient, CommandRefused
 from backhug_host.client.link import BumbleLink
 from firmware import version
 from firmware.update import smp
@@ -173,6 +173,44 @@ def test_strangers_refused_and_session_and_upload_exclude_each_other(new_bundle)
                 offsets = [off async for off in uploading]
                 assert offsets[-1] == len(new_bundle)
                 await phone.start(10, 0)  # the upload is over: sessions again
+        finally:
+            await sim.close()
+
+    hostrt.run(main())
+
+
+def test_a_phone_dropping_before_its_smp_answer_leaves_the_service_running():
+    # The answer goes to a connection that is gone: aioble hands gatts_notify the handle None,
+    # which MicroPython refuses with TypeError (as the host radio does); that must be a dropped
+    # link for the SMP task, never a failure of the BLE service.
+    async def main():
+        sim = await BleSim().start()
+        try:
+            phone = await sim.phone()
+            central = phone.link.device
+            for _ in range(3):
+                conn = phone.link.connection
+                peer = Peer(conn)
+                await peer.discover_services([UUID(smpble.SERVICE_UUID)])
+                (svc,) = peer.get_services_by_uuid(UUID(smpble.SERVICE_UUID))
+                await svc.discover_characteristics()
+                (char,) = svc.get_characteristics_by_uuid(UUID(smpble.CHARACTERISTIC_UUID))
+                await char.subscribe(lambda _value: None)
+                served = sim.update.server.requests
+                await char.write_value(ImageStatesRead().BYTES, with_response=False)
+                await conn.disconnect()
+                await until(lambda served=served: sim.update.server.requests > served, 2)
+                await asyncio.sleep(0.5)
+                assert sim.device.crashed is None
+                link = BumbleLink(central)
+                assert await link.connect(blestack.world().address) is True
+                phone = BackHugClient(link)
+                await phone.connect()
+            async with borrowed_connection(SMPBumbleTransport(), phone.link.connection) as t:
+                client = SMPClient(t, DEVICE)
+                await client._initialize()
+                assert (await client.request(EchoWrite(d="still here"))).r == "still here"
+            assert sim.run.resets == []
         finally:
             await sim.close()
 

@@ -130,6 +130,15 @@ def use_aioble():
 _AIOBLE_TREE = None
 
 
+def _int(value):
+    # MicroPython converts handles, lengths and intervals with mp_obj_get_int, which takes an
+    # int (bool included) and raises TypeError for anything else: None for a connection aioble
+    # has already marked gone (its _conn_handle), a float, a str. Not OSError.
+    if isinstance(value, int):
+        return value
+    raise TypeError("can't convert %s to int" % type(value).__name__)
+
+
 def secret_key(address):
     """The secret key for a peer: 1 byte address type (0 public, 1 random) + the 6 address bytes
     least significant first (NimBLE's ble_addr_t, which the device hands to _IRQ_*_SECRET)."""
@@ -518,6 +527,7 @@ class Radio:
         if interval_us is None:
             self._queue(self._stop_advertising)
             return
+        interval_us = _int(interval_us)
         # None re-uses the previous payload, as MicroPython documents.
         if adv_data is not None:
             self._adv_data = bytes(adv_data)
@@ -552,7 +562,7 @@ class Radio:
         await self.world.device.stop_advertising()
 
     def gap_disconnect(self, conn_handle):
-        record = self._conns.get(conn_handle)
+        record = self._conns.get(_int(conn_handle))
         if record is None:
             return False
         self._queue(self._disconnect, record.connection)
@@ -565,14 +575,14 @@ class Radio:
             pass  # already gone
 
     def gap_pair(self, conn_handle):
-        record = self._conns.get(conn_handle)
+        record = self._conns.get(_int(conn_handle))
         if record is None:
             raise OSError(errno.ENOTCONN)
         # A peripheral asks the central to pair with an SMP Security Request (as NimBLE does).
         self.world.device.request_pairing(record.connection)
 
     def gattc_exchange_mtu(self, conn_handle):
-        record = self._conns.get(conn_handle)
+        record = self._conns.get(_int(conn_handle))
         if record is None:
             raise OSError(errno.ENOTCONN)
         self._queue(self._exchange_mtu, record.connection)
@@ -704,7 +714,7 @@ class Radio:
         self._irq_call(_IRQ_GATTS_WRITE, (connection.handle, attr.handle))
 
     def _entry(self, value_handle):
-        entry = self._db.get(value_handle)
+        entry = self._db.get(_int(value_handle))
         if entry is None:
             raise OSError(errno.EINVAL)
         return entry
@@ -723,6 +733,7 @@ class Radio:
 
     def gatts_set_buffer(self, value_handle, length, append=False):
         entry = self._entry(value_handle)
+        length = _int(length)
         # mp_bluetooth_gatts_db_resize: new size, append mode, and the value is emptied.
         entry.alloc = length
         entry.append = bool(append)
@@ -736,6 +747,7 @@ class Radio:
 
     def gatts_notify(self, conn_handle, value_handle, data=None):
         # Sent whether or not the central subscribed (ble_gatts_notify_custom), value taken now.
+        conn_handle, value_handle = _int(conn_handle), _int(value_handle)
         connection = self._connection(conn_handle)
         attr = self._attrs.get(value_handle)
         if attr is None:
@@ -747,6 +759,7 @@ class Radio:
         await self.world.device.gatt_server.notify_subscriber(connection, attr, value, force=True)
 
     def gatts_indicate(self, conn_handle, value_handle, data=None):
+        conn_handle, value_handle = _int(conn_handle), _int(value_handle)
         connection = self._connection(conn_handle)
         attr = self._attrs.get(value_handle)
         if attr is None:
