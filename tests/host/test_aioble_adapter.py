@@ -44,8 +44,10 @@ class BondStore:
         self.sets = []
         self.gets = []
         self.events = []
+        self.log = []  # every IRQ this handler saw, in order: (event, data)
 
     def irq(self, event, data):
+        self.log.append((event, tuple(data)))
         if event in (_IRQ_MTU_EXCHANGED, _IRQ_ENCRYPTION_UPDATE):
             self.events.append((event, tuple(data)))
         elif event == _IRQ_SET_SECRET:
@@ -68,6 +70,10 @@ class BondStore:
 
     def updates(self):
         return [data for event, data in self.events if event == _IRQ_ENCRYPTION_UPDATE]
+
+    def bond_sets(self):
+        # SET_SECRETs of a phone's bond (not the stack's own IRK, sec_type 10)
+        return [s for s in self.sets if s[0] != 10]
 
 
 @pytest.fixture
@@ -322,16 +328,56 @@ def test_bonding_stores_a_secret_and_a_reconnect_finds_it(store):
     assert first == (True, True, False)  # Just Works: encrypted, bonded, not MITM-authenticated
     assert second == (True, True, False)
     assert code == att.ATT_INSUFFICIENT_ENCRYPTION_ERROR
-    stored = [s for s in store.sets if s[2] is not None]
-    assert len(stored) == 1
-    sec_type, key, _ = stored[0]
-    assert sec_type == 1
-    assert key == b"\x01" + bytes(Address(blestack.CENTRAL_ADDRESS))  # type + LSB-first address
-    assert (1, 0, key) in store.gets  # the reconnect looked the key up
-    assert all(u[1] and u[3] for u in store.updates())  # every update: encrypted and bonded
+    key = b"\x01" + bytes(Address(blestack.CENTRAL_ADDRESS))  # type + LSB-first address
+    # As NimBLE: one encryption update for the pairing, with ints, before the bond's two
+    # secrets, ours (1) then the phone's (2), under the same key
+    log = [
+        (e, d[:2]) if e == _IRQ_SET_SECRET else (e, d)
+        for e, d in store.log
+        if e == _IRQ_ENCRYPTION_UPDATE or (e == _IRQ_SET_SECRET and d[0] != 10)
+    ]
+    handle = log[0][1][0]
+    assert log[:3] == [
+        (_IRQ_ENCRYPTION_UPDATE, (handle, 1, 0, 1, 16)),
+        (_IRQ_SET_SECRET, (1, key)),
+        (_IRQ_SET_SECRET, (2, key)),
+    ]
+    assert all(type(v) is int for v in log[0][1])
+    assert [s[:2] for s in store.bond_sets()] == [(1, key), (2, key)]
+    assert (1, 0, key) in store.gets  # the reconnect's LTK request read our secret
+    assert (2, 0, key) in store.gets  # the refused write looked for the phone's secret
+    assert [u[1:4] for u in store.updates()] == [(1, 0, 1), (1, 0, 1)]  # pairing, reconnect
 
 
-def test_a_refused_set_secret_means_not_bonded(store):
+def test_the_stack_keeps_its_own_irk_and_walks_the_bonds_at_every_activation(store):
+    async def main():
+        Gatt()
+        _, connection, _, device_conn = await connect()
+        await connection.pair()
+        await asyncio.sleep(0.05)
+
+    hostrt.run(main())
+    irk_sets = [s for s in store.sets if s[0] == 10]
+    assert len(irk_sets) == 1 and irk_sets[0][1] == b"irk" and len(irk_sets[0][2]) == 16
+    assert store.log[0] == (_IRQ_GET_SECRET, (10, 0, b"irk"))  # first thing at active(True)
+    # a reboot: the stored IRK is found (not made again), then the phones' secrets are walked
+    # by index until there is none
+    blestack.reset()
+    aioble.core.register_irq_handler(store.irq, None)
+    store.log.clear()
+    hostrt.run(main())
+    secrets = [(e, d) for e, d in store.log if e in (_IRQ_GET_SECRET, _IRQ_SET_SECRET)]
+    assert secrets[:3] == [
+        (_IRQ_GET_SECRET, (10, 0, b"irk")),
+        (_IRQ_GET_SECRET, (2, 0, None)),
+        (_IRQ_GET_SECRET, (2, 1, None)),
+    ]
+    assert len([s for s in store.sets if s[0] == 10]) == 1
+
+
+def test_a_store_refusing_the_bond_does_not_undo_bonded(store):
+    # bonded is what the pairing negotiated (NimBLE's sec_state.bonded), reported before the
+    # secrets are offered; a store that refuses them changes nothing on this link
     store.keep = False
 
     async def main():
@@ -341,8 +387,10 @@ def test_a_refused_set_secret_means_not_bonded(store):
         await asyncio.sleep(0.05)
         return device_conn.encrypted, device_conn.bonded
 
-    assert hostrt.run(main()) == (True, False)
-    assert len(store.sets) == 1
+    assert hostrt.run(main()) == (True, True)
+    assert [s[0] for s in store.bond_sets()] == [1, 2]
+    # the IRK was refused too: NimBLE keeps its default one and does not walk the store
+    assert not [g for g in store.gets if g[0] == 2 and g[2] is None]
 
 
 def test_pairing_without_bonding_encrypts_but_stores_nothing(store):
@@ -355,7 +403,33 @@ def test_pairing_without_bonding_encrypts_but_stores_nothing(store):
         return device_conn.encrypted, device_conn.bonded, device_conn.key_size
 
     assert hostrt.run(main()) == (True, False, 16)
-    assert store.sets == []
+    assert store.bond_sets() == []
+    assert [u[1:] for u in store.updates()] == [(1, 0, 0, 16)]
+
+
+def test_config_reads_back_what_micropython_nimble_reads_back(store):
+    async def main():
+        assert aioble.config("mtu") == 256  # NimBLE's preferred MTU before any config(mtu=)
+        aioble.config(gap_name="BackHug-0001", mtu=247, bond=True, io=3)
+        assert aioble.config("gap_name") == b"BackHug-0001"
+        assert aioble.config("mtu") == 247
+        assert aioble.config("mac")[0] in (0, 1)
+        for name in ("bond", "le_secure", "mitm", "io", "addr_mode", "rxbuf", "interval"):
+            with pytest.raises(ValueError):
+                aioble.config(name)
+        for bad in ({"rxbuf": 512}, {"interval": 100}, {"colour": 1}):
+            with pytest.raises(ValueError):
+                aioble.config(**bad)
+        with pytest.raises(OSError):
+            aioble.config(mtu=20)
+        with pytest.raises(OSError):
+            aioble.config(gap_name="x" * 32)
+        Gatt()
+        _, _, peer, _ = await connect()
+        name = peer.get_characteristics_by_uuid(gatt.GATT_DEVICE_NAME_CHARACTERISTIC)[0]
+        return bytes(await name.read_value())
+
+    assert hostrt.run(main()) == b"BackHug-0001"
 
 
 def test_central_disconnect_wakes_waits(store):
@@ -501,4 +575,4 @@ def test_device_initiated_pairing(store):
         return device_conn.encrypted, device_conn.bonded
 
     assert hostrt.run(main()) == (True, True)
-    assert len([s for s in store.sets if s[2] is not None]) == 1
+    assert [s[0] for s in store.bond_sets() if s[2] is not None] == [1, 2]

@@ -217,6 +217,35 @@ def test_very_long_press_forgets_every_phone():
     sim_run(main())
 
 
+def test_a_bond_is_two_secrets_and_the_device_irk_outlives_a_reboot():
+    # NimBLE's order: the stack asks for its own IRK when it starts (and saves one the first
+    # time), reports a pairing (bonded) before storing the bond as two secrets, ours and the
+    # phone's; the store keeps the IRK outside the pairing window and across reboots.
+    async def main():
+        sim = await BleSim().start()
+        try:
+            phone = await sim.central()
+            await sim.phone(phone)
+            b = sim.service.bonds
+            irk = b.get_secret(10, 0, b"irk")
+            assert irk is not None and len(irk) == 16
+            key = blestack.secret_key(phone.random_address)
+            assert b.count() == 1
+            assert b.get_secret(1, 0, key) is not None and b.get_secret(2, 0, key) is not None
+            await asyncio.sleep(0.2)  # housekeeping writes the table
+            sim.run.reset("test")
+            await _until(lambda: sim.run.boots == 2 and sim.service.bonds is not b, 5)
+            await asyncio.sleep(1)
+            again = sim.service.bonds
+            assert again.get_secret(10, 0, b"irk") == irk  # found, not made again
+            assert again.count() == 1 and again.get_secret(1, 0, key) is not None
+            assert blestack.world().device.irk == irk  # what the stack distributes
+        finally:
+            await sim.close()
+
+    sim_run(main())
+
+
 def test_programme_upload_at_default_mtu_then_history_and_fault_log():
     async def main():
         sim = await BleSim().start()

@@ -115,3 +115,31 @@ def test_a_corrupt_table_is_set_aside_and_bluetooth_starts_unbonded(clock, store
     b = bonds.Bonds(s)
     assert b.count() == 0
     assert [name for name, _why in s.problems] == [bonds.BONDS_FILE]
+
+
+def test_the_stacks_own_irk_is_kept_outside_the_window_and_is_no_bond(clock, store, tmp_path):
+    # MicroPython's NimBLE asks for its IRK at every activation (GET_SECRET(10, 0, b"irk")) and
+    # saves a new one when there is none; refused, NimBLE would fall back to its fixed default
+    # and skip loading the phones' IRKs
+    b = bonds.Bonds(store)
+    assert b.irq(_GET, (10, 0, b"irk")) is None
+    irk = bytes(range(16))
+    assert b.irq(_SET, (10, b"irk", irk)) is True  # the window is closed
+    assert b.irq(_GET, (10, 0, b"irk")) == irk
+    assert b.count() == 0 and b.peers() == []
+    b.open_window()
+    _bond(b, 1)
+    assert b.count() == 1
+    # NimBLE's boot walk over the phones' secrets does not see the IRK
+    assert b.irq(_GET, (2, 0, None)) == b"ltk-peer" and b.irq(_GET, (2, 1, None)) is None
+    b.clear()  # "forget every phone" does not forget the device's own key
+    assert b.save()
+    again = bonds.Bonds(storage.Store(str(tmp_path)))
+    assert again.count() == 0 and again.irq(_GET, (10, 0, b"irk")) == irk
+
+
+def test_a_table_with_an_unknown_key_is_set_aside(clock, store, tmp_path):
+    store.save(bonds.BONDS_FILE, {"next": 1, "peers": [], "colour": "red"}, 1)
+    s = storage.Store(str(tmp_path))
+    assert bonds.Bonds(s).count() == 0
+    assert [name for name, _why in s.problems] == [bonds.BONDS_FILE]

@@ -7,8 +7,10 @@ as HCI over TCP loopback so a central in another process can attach with bumble 
 "tcp-client:127.0.0.1:<port>".
 
 `Radio` is MicroPython's `bluetooth.BLE` object (the methods aioble calls: gatts_*, gap_*,
-config, irq) implemented on that bumble Device. shims/bluetooth.py returns it from BLE(), and
-micropython-lib's aioble (the pinned files, see use_aioble()) runs on it unchanged.
+config, irq) implemented on that bumble Device, with the argument checks and errors of
+MicroPython's bluetooth module and the event order of its NimBLE build (encryption updates,
+the secret store). shims/bluetooth.py returns it from BLE(), and micropython-lib's aioble (the
+pinned files, see use_aioble()) runs on it unchanged.
 docs/ble-adapter.md says how each call maps and where the result differs from NimBLE on the
 ESP32.
 
@@ -65,21 +67,34 @@ _FLAG_WRITE_ENCRYPTED = 0x1000
 _FLAG_WRITE_AUTHENTICATED = 0x2000
 _FLAG_WRITE_AUTHORIZED = 0x4000
 
-# The secret type the adapter stores bonds under (NimBLE's BLE_STORE_OBJ_TYPE_OUR_SEC).
-SEC_TYPE_BOND = 1
+# Secret types, as NimBLE hands them to the IRQs: a bond is two secrets, ours (the keys this
+# side uses: BLE_STORE_OBJ_TYPE_OUR_SEC) and the peer's (its identity and keys: PEER_SEC); the
+# device's own IRK is one more (MicroPython's SECRET_TYPE_OUR_IRK, key b"irk").
+SEC_TYPE_OUR = 1
+SEC_TYPE_PEER = 2
+SEC_TYPE_OUR_IRK = 10
+OUR_IRK_KEY = b"irk"
 
-# MicroPython's default attribute buffer (MP_BLUETOOTH_DEFAULT_ATTR_LEN) and ATT MTU.
+# MicroPython's default attribute buffer (MP_BLUETOOTH_DEFAULT_ATTR_LEN); the ATT MTU of a
+# connection before any exchange; the preferred MTU config("mtu") starts at (MicroPython's
+# NimBLE syscfg: BLE_ATT_PREFERRED_MTU) and the range ble_att_set_preferred_mtu accepts.
 DEFAULT_ATTR_LEN = 20
 DEFAULT_MTU = 23
+PREFERRED_MTU = 256
+MAX_MTU = 527
+_BUMBLE_MAX_MTU = 517  # the largest ATT MTU Bumble negotiates
+# NimBLE's BLE_SVC_GAP_DEVICE_NAME_MAX_LENGTH in MicroPython's build.
+_GAP_NAME_MAX = 31
 
 # NimBLE's BLE_HS_ETIMEOUT, the status an unconfirmed indication reports.
 _STATUS_TIMEOUT = 13
 
 # Radio configuration at power-up. bond/le_secure default on here; see docs/ble-adapter.md for
-# what NimBLE starts with.
+# what NimBLE starts with. config() reads back only gap_name (bytes), mac and mtu, as
+# MicroPython's NimBLE build does (the rest are write-only there: ValueError).
 _DEFAULT_CONFIG = {
-    "mtu": DEFAULT_MTU,
-    "gap_name": "MPY NIMBLE",
+    "mtu": PREFERRED_MTU,
+    "gap_name": b"MPY NIMBLE",
     "bond": True,
     "le_secure": True,
     "mitm": False,
@@ -139,6 +154,11 @@ def _int(value):
     raise TypeError("can't convert %s to int" % type(value).__name__)
 
 
+def _str_name(name):
+    # Bumble's Device.name is a str; the radio keeps MicroPython's bytes
+    return bytes(name).decode("utf-8", "replace")
+
+
 def secret_key(address):
     """The secret key for a peer: 1 byte address type (0 public, 1 random) + the 6 address bytes
     least significant first (NimBLE's ble_addr_t, which the device hands to _IRQ_*_SECRET)."""
@@ -175,7 +195,7 @@ class _Conn:
         self.bonded = False
         self.key_size = 0
         self.stored_keys = None  # PairingKeys that came from GET_SECRET for this link
-        self.bond_kept = None  # result of this pairing's SET_SECRET (None: not bonding)
+        self.pairing_reported = False  # this pairing's encryption update has been raised
 
 
 class _Characteristic(gatt.Characteristic):
@@ -246,59 +266,70 @@ def _bumble_uuid(uuid):
 class IrqKeyStore(keys.KeyStore):
     """Bumble's key store, answered by the firmware through _IRQ_GET_SECRET/_IRQ_SET_SECRET.
 
-    One secret per bond: sec_type 1, key = secret_key(address) (7 bytes), value = UTF-8 JSON
-    {"addr": "<bumble address string>", "keys": PairingKeys.to_dict()}. Nothing is kept here.
+    A bond is two secrets, as NimBLE stores it: SEC_TYPE_OUR (1) and SEC_TYPE_PEER (2), both
+    under key = secret_key(address) (7 bytes), each value UTF-8 JSON {"addr": "<bumble address
+    string>", "keys": <part of PairingKeys.to_dict()>}: ours holds the LTK this side uses, the
+    peer's its identity (IRK, address type) and keys. Keys are not kept here; what is kept is
+    NimBLE's resolving list (the radio's `_resolving`: the peer secrets found by the walk at
+    active(True) and the bonds stored since), which is what Bumble's get_all() is answered
+    from, without IRQs, as NimBLE never walks the store after boot.
     """
 
     def __init__(self, radio):
         self._radio = radio
 
     async def get(self, name):
-        value = self._radio._irq_call(
-            _IRQ_GET_SECRET, (SEC_TYPE_BOND, 0, secret_key(hci.Address(name)))
-        )
-        return _decode_keys(value)[1] if value else None
+        radio = self._radio
+        key = secret_key(hci.Address(name))
+        found = [radio._secret(t, key) for t in (SEC_TYPE_OUR, SEC_TYPE_PEER)]
+        if found == [None, None]:
+            return None
+        merged = {}
+        for part in found:
+            merged.update(part or {})
+        return keys.PairingKeys.from_dict(merged)
 
     async def update(self, name, pairing_keys):
         self._radio._store_bond(name, pairing_keys)
 
     async def delete(self, name):
-        self._radio._irq_call(
-            _IRQ_SET_SECRET, (SEC_TYPE_BOND, secret_key(hci.Address(name)), None)
-        )
+        self._radio._delete_bond(secret_key(hci.Address(name)))
 
     async def get_all(self):
-        found = []
-        for index in range(256):
-            value = self._radio._irq_call(_IRQ_GET_SECRET, (SEC_TYPE_BOND, index, None))
-            if not value:
-                break
-            decoded = _decode_keys(value)
-            if decoded[0]:
-                found.append(decoded)
-        return found
+        return [(name, pk) for name, pk in self._radio._resolving.items()]
 
     async def delete_all(self):
         for name, _ in await self.get_all():
             await self.delete(name)
 
 
-def _encode_keys(name, pairing_keys):
-    return json.dumps({"addr": name, "keys": pairing_keys.to_dict()}).encode()
+# Which PairingKeys entries go into which secret: ours has the key this side encrypts with, the
+# peer's everything it told us (with LE Secure Connections the one LTK is both sides' key, as
+# in NimBLE's two records).
+_OUR_KEYS = ("address_type", "ltk", "ltk_peripheral")
+_PEER_KEYS = ("address_type", "ltk", "ltk_central", "irk", "csrk", "link_key", "link_key_type")
+
+
+def _encode_keys(name, pairing_keys, names):
+    d = pairing_keys.to_dict()
+    return json.dumps({"addr": name, "keys": {k: d[k] for k in names if k in d}}).encode()
 
 
 def _decode_keys(value):
     try:
         doc = json.loads(bytes(value).decode())
-        return doc["addr"], keys.PairingKeys.from_dict(doc["keys"])
+        if not isinstance(doc["addr"], str) or not isinstance(doc["keys"], dict):
+            raise ValueError
+        return doc["addr"], doc["keys"]
     except (ValueError, KeyError, TypeError):
         # A secret the adapter did not write (or a corrupted one): no usable keys.
         return None, None
 
 
 class _DeviceSide(Device):
-    """The firmware's bumble Device: LTK requests also tell the radio the key came from the
-    bond store (so the encryption update can report bonded=True)."""
+    """The firmware's bumble Device: an LTK request reads our secret (GET_SECRET(1, 0, key), as
+    NimBLE's ble_sm_ltk_req_rx reads its OUR_SEC) and tells the radio the key came from the bond
+    store (so the encryption update can report bonded=1)."""
 
     radio = None
 
@@ -309,9 +340,10 @@ class _DeviceSide(Device):
         ltk = self.smp_manager.get_long_term_key(connection, rand, ediv)
         if ltk is not None:
             return ltk
-        stored = await self.keystore.get(str(connection.peer_address))
-        if stored is None:
+        ours = self.radio._secret(SEC_TYPE_OUR, secret_key(connection.peer_address))
+        if ours is None:
             return None
+        stored = keys.PairingKeys.from_dict(ours)
         record = self.radio._conns.get(connection_handle)
         if record is not None:
             record.stored_keys = stored
@@ -377,6 +409,7 @@ class Radio:
         self._db = {}  # value handle -> _Entry
         self._attrs = {}  # value handle -> bumble attribute
         self._conns = {}  # conn handle -> _Conn
+        self._resolving = {}  # NimBLE's resolving list: peer address string -> PairingKeys
         self._adv_data = b""
         self._resp_data = b""
         self._op_chain = None  # last queued radio operation (keeps MicroPython call order)
@@ -395,11 +428,11 @@ class Radio:
 
     def _make_device(self):
         world = self._world
-        device = _DeviceSide(name=self._config["gap_name"], address=world.address)
+        device = _DeviceSide(name=_str_name(self._config["gap_name"]), address=world.address)
         device.radio = self
         device.keystore = IrqKeyStore(self)
         device.pairing_config_factory = self._pairing_config
-        device.gatt_server.max_mtu = self._config["mtu"]
+        device.gatt_server.max_mtu = min(self._config["mtu"], _BUMBLE_MAX_MTU)
         device.on("connection", self._on_connection)
         world.device = device
 
@@ -440,6 +473,7 @@ class Radio:
         self._tasks.clear()
         self._op_chain = None
         self._conns.clear()  # first, so closing the world raises no disconnect IRQs
+        self._resolving = {}
         if self._world is not None:
             self._world.close()
         self._world = None
@@ -456,7 +490,9 @@ class Radio:
             return self._active
         if state:
             _ = self.world
-            self._active = True
+            if not self._active:
+                self._active = True
+                self._load_irk()
         elif self._active:
             # Deactivating drops connections and the GATT database, as on the device.
             self.shutdown()
@@ -466,38 +502,54 @@ class Radio:
         self._irq_handler = handler
 
     def config(self, *args, **kwargs):
-        if args:
-            if len(args) != 1 or kwargs:
-                raise TypeError("config() takes one name or keyword arguments")
+        # As modbluetooth.c's bluetooth_ble_config on MicroPython's NimBLE build.
+        if not kwargs:
+            if len(args) != 1:
+                raise TypeError("must query one param")
             name = args[0]
             if name == "mac":
                 return (1, _display_addr(self.world.address))
-            if name == "addr_mode":
-                return self._config["addr_mode"]
-            if name in self._config:
-                return self._config[name]
+            if name == "gap_name":
+                return bytes(self._config["gap_name"])
+            if name == "mtu":
+                self._check_active()
+                return self._config["mtu"]
+            # bond, le_secure, mitm, io, addr_mode can only be set; rxbuf does not exist with
+            # synchronous events (NimBLE builds), nor does interval
             raise ValueError("unknown config param")
+        if args:
+            raise TypeError("can't specify pos and kw args")
         for name, value in kwargs.items():
             if name == "mtu":
-                if not 23 <= value <= 517:
-                    raise ValueError("mtu out of range")
+                self._check_active()
+                value = _int(value)
+                if not DEFAULT_MTU <= value <= MAX_MTU:
+                    raise OSError(errno.EINVAL)  # ble_att_set_preferred_mtu refuses it
                 if self._world is not None and self._world.device is not None:
-                    self._world.device.gatt_server.max_mtu = value
+                    self._world.device.gatt_server.max_mtu = min(value, _BUMBLE_MAX_MTU)
             elif name == "gap_name":
-                value = value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+                # any buffer (a str is one on MicroPython: its UTF-8 bytes)
+                value = value.encode() if isinstance(value, str) else bytes(memoryview(value))
+                if len(value) > _GAP_NAME_MAX:
+                    raise OSError(errno.EINVAL)
                 if self._world is not None:
-                    self._world.device.name = value
+                    self._world.device.name = _str_name(value)
             elif name in ("bond", "le_secure", "mitm"):
                 value = bool(value)
             elif name == "io":
+                value = _int(value)
                 if value not in _IO_TO_BUMBLE:
-                    raise ValueError("invalid io capability")
-            elif name in ("addr_mode", "rxbuf", "interval"):
-                pass
+                    raise ValueError("invalid io capability")  # NimBLE takes it; pairing fails
+            elif name == "addr_mode":
+                value = _int(value)
             else:
                 raise ValueError("unknown config param")
             self._config[name] = value
         return None
+
+    def _check_active(self):
+        if not self._active:
+            raise OSError(errno.EPERM)  # MicroPython's ERRNO_BLUETOOTH_NOT_ACTIVE
 
     def _pairing_config(self, _connection):
         cfg = self._config
@@ -637,7 +689,7 @@ class Radio:
             gatt.GATT_DEVICE_NAME_CHARACTERISTIC,
             gatt.Characteristic.Properties.READ,
             att.Attribute.READABLE,
-            gatt.CharacteristicValue(read=lambda _c: self._config["gap_name"].encode()),
+            gatt.CharacteristicValue(read=lambda _c: bytes(self._config["gap_name"])),
         )
         appearance = gatt.Characteristic(
             gatt.GATT_APPEARANCE_CHARACTERISTIC,
@@ -684,9 +736,9 @@ class Radio:
         else:
             enc, authen = flags & _FLAG_WRITE_ENCRYPTED, flags & _FLAG_WRITE_AUTHENTICATED
         if (enc or authen) and not record.encrypted:
-            known = self._irq_call(
-                _IRQ_GET_SECRET, (SEC_TYPE_BOND, 0, secret_key(connection.peer_address))
-            )
+            # NimBLE reads the peer's secret and looks for an LTK in it
+            peer = self._secret(SEC_TYPE_PEER, secret_key(connection.peer_address))
+            known = peer is not None and ("ltk" in peer or "ltk_central" in peer)
             code = att.ATT_INSUFFICIENT_ENCRYPTION_ERROR if known else None
             raise att.ATT_Error(
                 error_code=code or att.ATT_INSUFFICIENT_AUTHENTICATION_ERROR,
@@ -827,14 +879,15 @@ class Radio:
         self._irq_call(_IRQ_MTU_EXCHANGED, (record.handle, record.connection.att_mtu))
 
     def _encryption_update(self, record):
+        # ints, as modbluetooth.c passes them (mp_int_t args[])
         self._irq_call(
             _IRQ_ENCRYPTION_UPDATE,
             (
                 record.handle,
-                record.encrypted,
-                record.authenticated,
-                record.bonded,
-                record.key_size,
+                int(record.encrypted),
+                int(record.authenticated),
+                int(record.bonded),
+                record.key_size if record.encrypted else 0,
             ),
         )
 
@@ -849,53 +902,107 @@ class Radio:
             self._encryption_update(record)
             return
         if self._pairing_session(record) is not None:
-            # NimBLE reports a pairing when it is complete (keys exchanged and stored).
+            # NimBLE reports a pairing when it is complete (keys exchanged), once
             return
+        if record.pairing_reported:
+            return  # Bumble's encryption change after the pairing it already reported
         stored = record.stored_keys
         record.encrypted = True
         record.key_size = connection.encryption_key_size or 16
-        record.bonded = stored is not None
+        record.bonded = stored is not None  # re-encrypted with a stored key
         record.authenticated = bool(stored and stored.ltk and stored.ltk.authenticated)
         self._encryption_update(record)
 
     def _on_pairing_start(self, record):
-        # A central that pairs again while we hold its bond lost its keys: NimBLE deletes the old
-        # bond and lets it pair again (BLE_GAP_EVENT_REPEAT_PAIRING -> RETRY).
+        # A central that pairs again while we hold its bond lost its keys: NimBLE finds its
+        # peer secret, deletes the old bond (MicroPython's BLE_GAP_EVENT_REPEAT_PAIRING:
+        # ble_store_util_delete_peer) and lets it pair again (RETRY).
         key = secret_key(record.connection.peer_address)
-        if self._irq_call(_IRQ_GET_SECRET, (SEC_TYPE_BOND, 0, key)):
-            self._irq_call(_IRQ_SET_SECRET, (SEC_TYPE_BOND, key, None))
-        record.bond_kept = None
+        if self._secret(SEC_TYPE_PEER, key) is not None:
+            self._delete_bond(key)
+        record.pairing_reported = False
 
-    def _store_bond(self, name, pairing_keys):
-        # Called by bumble for every completed pairing; only a bonding one is kept (bumble
-        # stores keys even when bonding was not agreed, NimBLE does not).
-        device = self.world.device
-        for session in device.smp_manager.sessions.values():
-            peer = session.peer_bd_addr or session.connection.peer_address
-            if str(peer) != name:
-                continue
-            record = self._conns.get(session.connection.handle)
-            if not session.bonding:
-                if record is not None:
-                    record.bond_kept = False
-                return
-            kept = self._irq_call(
-                _IRQ_SET_SECRET,
-                (SEC_TYPE_BOND, secret_key(hci.Address(name)), _encode_keys(name, pairing_keys)),
-            )
-            if record is not None:
-                record.bond_kept = bool(kept)
-            return
-
-    def _on_paired(self, record, pairing_keys):
+    def _paired(self, record, pairing_keys, bonded):
+        # The one encryption update of a pairing, with bonded the negotiated flag (NimBLE's
+        # sec_state.bonded), raised before its keys are stored (ble_sm_process_result calls
+        # ble_gap_enc_event, then ble_sm_persist_keys).
         connection = record.connection
         ltk = pairing_keys.ltk or pairing_keys.ltk_peripheral
         record.encrypted = bool(connection.encryption)
         record.key_size = connection.encryption_key_size or 16
         record.authenticated = bool(ltk and ltk.authenticated)
-        record.bonded = bool(record.bond_kept)
+        record.bonded = bonded
         record.stored_keys = None
+        record.pairing_reported = True
         self._encryption_update(record)
+
+    def _store_bond(self, name, pairing_keys):
+        # Called by bumble for every completed pairing, before its "pairing" event: a bonding
+        # one is reported (bonded=1) and then stored as NimBLE stores it, our secret then the
+        # peer's, whatever the store answers (a refusal does not undo bonded). Bumble calls it
+        # even when bonding was not agreed; NimBLE stores nothing then.
+        device = self.world.device
+        for session in device.smp_manager.sessions.values():
+            peer = session.peer_bd_addr or session.connection.peer_address
+            if str(peer) != name:
+                continue
+            if not session.bonding:
+                return
+            record = self._conns.get(session.connection.handle)
+            if record is not None:
+                self._paired(record, pairing_keys, bonded=True)
+            key = secret_key(hci.Address(name))
+            self._irq_call(
+                _IRQ_SET_SECRET, (SEC_TYPE_OUR, key, _encode_keys(name, pairing_keys, _OUR_KEYS))
+            )
+            kept = self._irq_call(
+                _IRQ_SET_SECRET,
+                (SEC_TYPE_PEER, key, _encode_keys(name, pairing_keys, _PEER_KEYS)),
+            )
+            if kept:
+                self._resolving[name] = pairing_keys  # NimBLE adds the peer's IRK at once
+            return
+
+    def _on_paired(self, record, pairing_keys):
+        if record.pairing_reported:
+            return  # reported by _store_bond, before the secrets
+        self._paired(record, pairing_keys, bonded=False)
+
+    def _secret(self, sec_type, key):
+        # GET_SECRET for one peer: the decoded keys dict, or None
+        value = self._irq_call(_IRQ_GET_SECRET, (sec_type, 0, key))
+        return _decode_keys(value)[1] if value is not None else None
+
+    def _delete_bond(self, key):
+        # NimBLE's ble_store_util_delete_peer: each of our and the peer's secrets is deleted
+        # until the store says there is none left (ble_store_util_delete_all)
+        for sec_type in (SEC_TYPE_OUR, SEC_TYPE_PEER):
+            for _ in range(8):
+                if not self._irq_call(_IRQ_SET_SECRET, (sec_type, key, None)):
+                    break
+        for name in list(self._resolving):
+            if secret_key(hci.Address(name)) == key:
+                del self._resolving[name]
+
+    def _load_irk(self):
+        # MicroPython's load_irk() at every active(True) (else NimBLE would use its fixed
+        # default IRK): the device's own IRK from the store, or a new one saved there; then
+        # ble_hs_misc_restore_irks walks the peer secrets, GET_SECRET(2, i, None) until none,
+        # into the resolving list. A store that refuses the new IRK leaves NimBLE's default
+        # and no walk.
+        irk = self._irq_call(_IRQ_GET_SECRET, (SEC_TYPE_OUR_IRK, 0, OUR_IRK_KEY))
+        if irk is None or len(irk) != 16:
+            irk = os.urandom(16)
+            if not self._irq_call(_IRQ_SET_SECRET, (SEC_TYPE_OUR_IRK, OUR_IRK_KEY, irk)):
+                return
+        self.world.device.irk = bytes(irk)  # the IRK this side distributes when bonding
+        self._resolving = {}
+        for index in range(256):
+            value = self._irq_call(_IRQ_GET_SECRET, (SEC_TYPE_PEER, index, None))
+            name, found = _decode_keys(value) if value is not None else (None, None)
+            if name is None:
+                break  # none left (or a value NimBLE would not take: the walk ends there)
+            self._resolving[name] = keys.PairingKeys.from_dict(found)
 
     def _on_pairing_failed(self, record):
         record.encrypted = bool(record.connection.encryption)
