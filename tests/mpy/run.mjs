@@ -5,13 +5,20 @@
 //   node tests/mpy/run.mjs tests/mpy/test_x.py ...   run only those files
 //   node tests/mpy/run.mjs --bench          run every tests/mpy/bench_*.py; their `BENCH <name>
 //                                           <value> <unit>` lines are printed as one JSON array
-//                                           on stdout (everything else goes to stderr)
+//                                           on stdout (everything else goes to stderr), each
+//                                           labelled with the interpreter that ran it
+//                                           ("micropython-1.29.0 wasm")
 //
 // Each file gets a fresh interpreter (module state and heap do not leak between files) with
-// firmware/, boards/ and tests/mpy/ copied into its in-memory filesystem under /app. Test files
-// run through tests/mpy/mpytest.py, which ends with `N passed, N failed`. The exit status is
-// non-zero on any failed test, any script error, or a file that printed no summary.
+// firmware/, boards/ and tests/mpy/ copied into its in-memory filesystem under /app, and
+// micropython-lib's aioble, cbor2 and hashlib-sha512 in /lib as on the device: the .py files
+// pinned in tools/backhug_host/mplib.json, which `python -m backhug_host.mplib tree py`
+// materialises (hash-checked, from the offline mip index in ../shared) before the first file
+// runs. Test files run through tests/mpy/mpytest.py, which ends with `N passed, N failed`. The
+// exit status is non-zero on any failed test, any script error, or a file that printed no
+// summary.
 
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,6 +28,8 @@ import { loadMicroPython } from "@micropython/micropython-webassembly-pyscript";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..", "..");
 const APP = "/app"; // the bundle root inside the interpreter, as on the device
+const LIB = "/lib"; // where the device has micropython-lib's packages (on the default sys.path)
+const MPLIB_JSON = path.join(ROOT, "tools", "backhug_host", "mplib.json");
 const TESTS = APP + "/tests_mpy";
 const SUMMARY = /^(\d+) passed, (\d+) failed$/;
 const BENCH = /^BENCH (\S+) (-?[0-9.eE+-]+) (\S+)$/;
@@ -39,8 +48,37 @@ function pyFiles(dir) {
   return out.sort();
 }
 
+let pinnedLibs = null; // [[path in the package layout, bytes]], read once
+
+function loadPinnedLibs() {
+  // mplib needs only Python's standard library: the venv's python if there is one, else python3
+  // with tools/ on the path (a fresh clone before `make venv`).
+  const venvPython = path.join(ROOT, ".venv", "bin", "python");
+  const python = fs.existsSync(venvPython) ? venvPython : "python3";
+  const env = { ...process.env };
+  env.PYTHONPATH = [path.join(ROOT, "tools"), env.PYTHONPATH].filter(Boolean).join(path.delimiter);
+  const r = spawnSync(python, ["-m", "backhug_host.mplib", "tree", "py"], {
+    cwd: ROOT,
+    env,
+    encoding: "utf8",
+  });
+  const dir = r.status === 0 ? r.stdout.trim().split("\n").pop() : "";
+  if (!dir || !fs.existsSync(dir)) {
+    const why = (r.stderr || r.stdout || String(r.error || "")).trim();
+    throw new Error(`cannot materialise the pinned micropython-lib files (${python} -m ` +
+      `backhug_host.mplib tree py): ${why}`);
+  }
+  return pyFiles(dir).map((rel) => [rel, fs.readFileSync(path.join(dir, rel))]);
+}
+
 async function newInterpreter(onLine) {
   const mp = await loadMicroPython({ stdout: onLine, stderr: onLine, linebuffer: true });
+  if (pinnedLibs === null) pinnedLibs = loadPinnedLibs();
+  for (const [rel, data] of pinnedLibs) {
+    const dest = LIB + "/" + rel;
+    mp.FS.mkdirTree(path.posix.dirname(dest));
+    mp.FS.writeFile(dest, data);
+  }
   const copyTree = (hostDir, mpDir) => {
     for (const rel of pyFiles(hostDir)) {
       const dest = mpDir + "/" + rel;
@@ -48,6 +86,9 @@ async function newInterpreter(onLine) {
       mp.FS.writeFile(dest, fs.readFileSync(path.join(hostDir, rel)));
     }
   };
+  // the pins themselves, so that tests can check what /lib holds against them
+  mp.FS.mkdirTree(APP);
+  mp.FS.writeFile(APP + "/mplib.json", fs.readFileSync(MPLIB_JSON));
   copyTree(path.join(ROOT, "firmware"), APP + "/firmware");
   copyTree(path.join(ROOT, "boards"), APP + "/boards");
   mp.FS.mkdirTree(TESTS);
@@ -99,17 +140,29 @@ async function runTestFile(file) {
   return { passed, failed };
 }
 
+function interpreterLabel(mp) {
+  // what ran a benchmark: "micropython-1.29.0 wasm"
+  mp.runPython(
+    'import sys\n_bh_interp = "micropython-%d.%d.%d" % sys.implementation.version[:3]',
+  );
+  return `${mp.globals.get("_bh_interp")} wasm`;
+}
+
 async function runBenchFile(file) {
   const results = [];
   let ok = true;
+  let interpreter = "micropython wasm";
   current = path.relative(ROOT, file);
   const onLine = (line) => {
     const m = BENCH.exec(line);
-    if (m) results.push({ name: m[1], value: Number(m[2]), unit: m[3], source: path.basename(file) });
-    else process.stderr.write(line + "\n");
+    if (m) {
+      const source = path.basename(file);
+      results.push({ name: m[1], value: Number(m[2]), unit: m[3], source, interpreter });
+    } else process.stderr.write(line + "\n");
   };
   try {
     const mp = await newInterpreter(onLine);
+    interpreter = interpreterLabel(mp);
     await mp.runPythonAsync(`import ${moduleName(file)}`);
   } catch (err) {
     ok = false;

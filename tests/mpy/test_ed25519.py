@@ -1,10 +1,12 @@
 # Ed25519 verification, the SHA-512 it needs, and bundle verification on the real MicroPython
-# interpreter (the WebAssembly build under Node).
+# interpreter (the WebAssembly build under Node), with the device's SHA-512.
 #
-# That build's hashlib has sha256 only and micropython-lib's hashlib-sha512 is not installed in
-# it, so firmware/update/sha512.py falls back to its own pure-Python SHA-512 here: these tests
-# run the fallback and the big-integer curve arithmetic on MicroPython's ints. On the device
-# the same code runs with micropython-lib's sha512.
+# That build's hashlib has sha256 only. As on the device, micropython-lib's hashlib-sha512 (the
+# pinned .py files, which run.mjs puts in /lib) adds hashlib.sha512, so firmware/update/sha512.py
+# uses it: these tests run micropython-lib's SHA-512 and the big-integer curve arithmetic on
+# MicroPython's ints. test_sha512_fallback.py runs the same vectors on the project's own
+# fallback (sha512.Sha512, for interpreters without hashlib.sha512); test_mplib.py checks the
+# pinned packages themselves.
 
 import os
 from binascii import unhexlify
@@ -72,9 +74,13 @@ def _vectors():
     return out
 
 
-def test_the_fallback_sha512_is_what_runs_here():
-    # If this build ever gains hashlib.sha512 the tests below stop covering the fallback.
-    assert sha512._native is None
+def test_the_device_sha512_is_what_runs_here():
+    # micropython-lib's, from /lib, not the port's (it has none) nor the fallback
+    import hashlib
+
+    assert hashlib.__file__ == "/lib/hashlib/__init__.py"
+    assert sha512._native is hashlib.sha512
+    assert not isinstance(sha512.new(), sha512.Sha512)
     assert sha512.new().digest_size == 64
 
 

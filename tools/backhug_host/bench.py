@@ -4,7 +4,9 @@ Runs every module in backhug_host.benches (each exposes run() -> list of results
 MicroPython benchmarks (tests/mpy/bench_*.py, through `node tests/mpy/run.mjs --bench`), writes
 all results to build/bench.json and prints a table.
 
-A result is {"name", "value", "unit"} with optional "target" and "better" ("higher"/"lower").
+A result is {"name", "value", "unit"} with optional "target", "better" ("higher"/"lower") and
+"interpreter" (what ran it: "micropython-1.29.0 wasm" from run.mjs; a Python bench's default is
+this CPython, "cpython-3.x.y").
 Without "better", units of size or time (bytes, ms, us/tick, ...) count as lower-is-better and
 everything else (rates, speed-ups) as higher-is-better. A missed target is reported, not fatal:
 timing goals live here, not in the tests. A benchmark that crashes makes the run fail.
@@ -27,6 +29,7 @@ from backhug_host import benches
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO / "build" / "bench.json"
 _LOWER_IS_BETTER_UNITS = ("bytes", "b", "kb", "ms", "us", "ns", "s", "allocs", "writes")
+_CPYTHON = "cpython-" + platform.python_version()
 
 
 def lower_is_better(result):
@@ -53,7 +56,7 @@ def run_python_benches():
         try:
             module = importlib.import_module(name)
             for r in module.run():
-                results.append(dict(r, source=info.name))
+                results.append(dict({"interpreter": _CPYTHON}, **dict(r, source=info.name)))
         except Exception:
             errors.append("%s failed:\n%s" % (name, traceback.format_exc()))
     return results, errors
@@ -82,7 +85,7 @@ def run_mpy_benches():
 
 
 def format_table(results):
-    rows = [("benchmark", "value", "unit", "target", "", "source")]
+    rows = [("benchmark", "value", "unit", "target", "", "source", "interpreter")]
     for r in results:
         target = r.get("target")
         rows.append((
@@ -92,6 +95,7 @@ def format_table(results):
             "" if target is None else ("<= %g" if lower_is_better(r) else ">= %g") % target,
             verdict(r),
             r.get("source", ""),
+            r.get("interpreter", ""),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []

@@ -7,8 +7,9 @@ firmware/update/slots.py into a file, the response encode) plus the SHA-256 of t
 (slots hashes the whole upload once it is complete; its share per chunk is taken here), timed on
 CPython with PyPI's cbor2. On the device the same code runs on MicroPython with
 micropython-lib's pure-Python cbor2 and LittleFS writes, typically tens of times slower than
-this; micropython-lib's cbor2 cannot be installed into the WebAssembly interpreter of tier 2,
-so there is no interpreter figure here. Measure on hardware before relying on the ratio.
+this; the same handler on the MicroPython interpreter of tier 2, with the pinned cbor2, is
+tests/mpy/bench_upload.py's upload_chunk_smp_wasm (WebAssembly, not the ESP32-S3 either).
+Measure on hardware before relying on the ratio.
 
 Air time of one chunk (docs/updates.md, "Throughput"), LE 2M PHY (2 bits/us), data length
 extension (LL payload up to 251 bytes), encrypted link (4-byte MIC):
