@@ -3,12 +3,24 @@ factory wrote names the board, the serial the phone sees and the key updates mus
 with; a missing or broken identity file leaves a working, unprovisioned device. The update
 service's SMP GATT service is registered with the BLE service's."""
 
+import pytest
+
 from backhug_host import blestack, hostrt
 from backhug_host.sim.device import SimDevice
 from firmware import storage
 
 blestack.use_aioble()
 from firmware import main  # noqa: E402  (imports micropython-lib's aioble)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_radio():
+    # main.build() makes the characteristics before any loop runs, as on the device: aioble's
+    # capture task is then held for the next loop (backhug_host.mpcompat). Each test is a boot
+    # that never runs; reset() drops what it left, so no later test's loop starts it.
+    blestack.reset()
+    yield
+    blestack.reset()
 
 
 def _hw():
