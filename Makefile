@@ -11,11 +11,12 @@ NODE_STAMP := node_modules/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv node_modules test lint tier1 tier2 tier3 mpy bench sim clean distclean bundle flash eol
+.PHONY: help venv node_modules test lint tier1 tier2 tier3 tier4 vdev mpy bench sim clean distclean bundle flash eol
 
 help:
 	@echo "make sim [ARGS=...]  run the simulator (python -m backhug_host.sim)"
 	@echo "make test            lint + tier 1 (CPython) + tier 2 (MicroPython wasm) + tier 3 (mpy-cross)"
+	@echo "                     + tier 4 (the virtual device: firmware on MicroPython's unix port)"
 	@echo "make lint            ruff check"
 	@echo "make mpy             compile firmware/ and boards/ into build/mpy/"
 	@echo "make bench           benchmarks -> build/bench.json"
@@ -57,11 +58,13 @@ test: $(VENV_STAMP) $(NODE_STAMP)
 	stage tier1 $(PY) -m pytest -q -p no:cacheprovider tests/host; \
 	stage tier2 node tests/mpy/run.mjs; \
 	stage tier3 $(PY) -m backhug_host.mpycheck; \
+	stage tier4 bash -c '$(PY) -m backhug_host.vdev.build && $(PY) -m pytest -q -p no:cacheprovider tests/vdev'; \
 	echo "== summary"; \
 	echo "lint:   $$(cat build/test/lint.rc)  $$(grep -E '^(Found|All checks)' build/test/lint.log | head -n 1)"; \
 	echo "tier 1: $$(cat build/test/tier1.rc)  $$(tail -n 1 build/test/tier1.log | tr -d '=')"; \
 	echo "tier 2: $$(cat build/test/tier2.rc)  $$(tail -n 1 build/test/tier2.log)"; \
 	echo "tier 3: $$(cat build/test/tier3.rc)  $$(tail -n 1 build/test/tier3.log)"; \
+	echo "tier 4: $$(cat build/test/tier4.rc)  $$(tail -n 1 build/test/tier4.log | tr -d '=')"; \
 	exit $$status
 
 lint: $(VENV_STAMP)
@@ -75,6 +78,14 @@ tier2: $(NODE_STAMP)
 
 tier3: $(VENV_STAMP)
 	$(PY) -m backhug_host.mpycheck
+
+# The virtual device: MicroPython's unix port built from ../shared (needs a C compiler), then the
+# scenarios of tests/vdev/ on it.
+vdev: $(VENV_STAMP)
+	$(PY) -m backhug_host.vdev.build
+
+tier4: vdev
+	$(PY) -m pytest -q -p no:cacheprovider tests/vdev
 
 # --- build, benchmarks, simulator ---------------------------------------------------------------
 

@@ -266,12 +266,13 @@ def mpy_cross_version(binary=None):
     return out.stdout.strip()
 
 
-def compile_file(path, out_path, rel_path, binary=None):
-    """Compile one file with mpy-cross; returns None or the compiler's error text."""
+def compile_file(path, out_path, rel_path, binary=None, arch=MPY_ARCH):
+    """Compile one file with mpy-cross; returns None or the compiler's error text. arch: the
+    ESP32-S3's unless told (the virtual device's interpreter runs x64 code)."""
     binary = binary or mpy_cross_path()
     os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
     res = subprocess.run(
-        [binary, "-march=" + MPY_ARCH, "-s", rel_path, "-o", str(out_path), str(path)],
+        [binary, "-march=" + arch, "-s", rel_path, "-o", str(out_path), str(path)],
         capture_output=True,
         text=True,
     )

@@ -1,0 +1,81 @@
+# Tier 4: the device itself on MicroPython (backhug_host.vdev). The firmware as a bundle on the
+# unit's flash, booted by /boot.py and /main.py, micropython-lib's pinned aioble from /lib, the
+# unix port built from ../shared; the simulator supplies the hardware, the person and the radio,
+# and the phone is the reference client over BLE (Bumble).
+
+import asyncio
+
+from backhug_host import blestack, hostrt
+from backhug_host.client.core import BackHugClient
+from backhug_host.client.link import BumbleLink
+from backhug_host.vdev.sim import VdevSim
+
+
+def _run(coro):
+    return hostrt.run(coro, virtual=True, idle_grace_s=5.0)
+
+
+def _faults_of(sim):
+    # the fault log on the unit's flash, read the way a bench engineer would (a script)
+    sim.device.open_scripts()
+    try:
+        ok, out = sim.device.run_script(
+            "import sys\nsys.path.insert(0, '/slots/a')\n"
+            "from firmware import storage, faultlog\n"
+            "print([(e['code'], e['detail']) for e in "
+            "faultlog.FaultLog(storage.Store('/data')).entries()])\n"
+        )
+    finally:
+        sim.device.close_scripts()
+    assert ok, out
+    return eval(out)  # noqa: S307 - our own device's literal
+
+
+def test_provisioned_unit_boots_pairs_runs_a_session_and_survives_a_phone_drop(tmp_path):
+    async def main():
+        sim = VdevSim(person={"stiff": ("upper_left",)}, seed=3, workdir=tmp_path)
+        summary = sim.provision()  # the factory's own provisioning, on the interpreter
+        assert summary["identity"] == "new" and "/slots/state" in summary["written"]
+        assert "/lib/aioble/core.mpy" in summary["written"]
+        await sim.start()
+        try:
+            phone = await sim.central()
+            link = BumbleLink(phone)
+            assert await link.connect(blestack.world().address) is False  # not bonded yet
+            await sim.open_pairing_window()
+            await link.pair()
+            await asyncio.sleep(0.3)
+            client = BackHugClient(link)
+            await client.connect()
+            assert client.latest_state["state"] == "idle"
+
+            assert await client.set_strength(6) is not None
+            await client.start(20, 0)
+            st = await client.wait_state(lambda s: s["state"] == "treating", timeout_s=240)
+            assert st["person"] and st["total_s"] == 1200
+            frame = await client.next_frame(timeout_s=3)
+            assert len(frame["forces_cn"]) == 26
+
+            # the phone drops while notifications flow (aioble then hands gatts_notify a None
+            # handle, MicroPython's TypeError): the session and the BLE task go on
+            await client.link.disconnect()
+            await asyncio.sleep(5)
+            link = BumbleLink(phone)
+            assert await link.connect(blestack.world().address) is True  # bonded: encrypts
+            client = BackHugClient(link)
+            await client.connect()
+            assert client.latest_state["state"] in ("treating", "finishing")
+            assert client.latest_state["strength"] == 6
+
+            st = await client.wait_state(lambda s: s["state"] == "idle", timeout_s=1500)
+            assert st["end"] == "completed"
+            report = await client.tension_report()
+            assert report["end"] == "completed" and report["strength"] == 6
+            assert sim.device.resets == [], sim.console_text()[-2000:]
+            await sim.device.stop()
+            faults = _faults_of(sim)
+            assert all(code != 14 for code, _ in faults), faults  # no task died
+        finally:
+            await sim.close()
+
+    _run(main())
