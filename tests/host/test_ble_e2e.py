@@ -14,6 +14,7 @@ from backhug_host import blestack, hostrt
 from backhug_host.blesim import BleSim
 from backhug_host.client.core import BackHugClient, CommandRefused
 from backhug_host.client.link import BumbleLink, LinkError, NotPaired
+from firmware import runtime
 from firmware import session as ses
 from firmware.ble import proto
 
@@ -244,6 +245,31 @@ def test_a_bond_is_two_secrets_and_the_device_irk_outlives_a_reboot():
             await sim.close()
 
     sim_run(main())
+
+
+def test_after_a_watchdog_reset_the_new_boots_bond_store_keeps_the_bonds(tmp_path, monkeypatch):
+    # The loop stands still for 1.5 s (the watchdog bites) while the device advertises: the
+    # reboot's cancellation lands as aioble's advertising timeout fires and is turned into
+    # TimeoutError. The old firmware must still end before the new one boots: if its
+    # advertising loop ran on, it would wake the new boot's radio first, aioble.security would
+    # come before the bond store and keep the next phone's keys itself (in ble_secrets.json).
+    monkeypatch.chdir(tmp_path)
+
+    async def main():
+        sim = await BleSim().start()
+        try:
+            await asyncio.sleep(0.55)
+            runtime._host.advance_ms(1_500)  # one step that takes 1.5 s
+            await _until(lambda: sim.run.boots == 2, 5)
+            await asyncio.sleep(1)
+            assert [why for _, why in sim.run.resets if "watchdog" in why]
+            await sim.phone()
+            assert sim.service.bonds.count() == 1
+        finally:
+            await sim.close()
+
+    sim_run(main())
+    assert not (tmp_path / "ble_secrets.json").exists()
 
 
 def test_programme_upload_at_default_mtu_then_history_and_fault_log():

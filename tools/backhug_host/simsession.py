@@ -22,6 +22,10 @@ from backhug_host.sim.device import SimDevice, WatchdogExpired
 from firmware import app, faultlog, history, runtime, storage
 from firmware import session as ses
 
+# Loop passes a rebooting device waits for the old firmware's tasks to end (each pass cancels
+# the ones still running again); they end within two or three.
+_REBOOT_PASSES = 100
+
 
 class SimRun:
     def __init__(
@@ -86,11 +90,11 @@ class SimRun:
             try:
                 await self.sim.run()
             except WatchdogExpired as e:
-                self._reboot(str(e), emul.use_fake_machine().WDT_RESET)
+                await self._reboot(str(e), emul.use_fake_machine().WDT_RESET)
 
-    def _reboot(self, why, cause):
+    async def _reboot(self, why, cause):
         self.resets.append((self.sim.elapsed_ms(), why))
-        self.device.cancel_tasks()
+        await self._end_firmware_tasks()
         self.sim.world.reboot(cause)
         hw = self.sim.build_hal()
         # RAM is gone: the flash store, history and fault log are read afresh
@@ -101,12 +105,30 @@ class SimRun:
         self.boots += 1
         self._tasks.append(asyncio.create_task(self._boot()))
 
+    async def _end_firmware_tasks(self):
+        # A reset ends every task at once; here the old firmware's tasks are cancelled, and the
+        # new one boots only when they have all ended, in the same instant of virtual time. One
+        # cancel is not always enough: aioble's DeviceTimeout turns a cancellation that lands as
+        # its own timeout fires into TimeoutError, and the BLE service's advertising loop then
+        # advertises again, which would wake the next boot's radio before its bond store is
+        # registered. So whatever still runs is cancelled again at each loop pass.
+        tasks = list(self.device._tasks)
+        self.device.cancel_tasks()
+        for _ in range(_REBOOT_PASSES):
+            alive = [t for t in tasks if not t.done()]
+            if not alive:
+                return
+            for t in alive:
+                t.cancel()
+            await asyncio.sleep(0)
+        raise RuntimeError("firmware tasks outlived the reboot: %r" % alive)
+
     def reset(self, why="reset"):
         """The firmware's machine.reset(): the device reboots as from the watchdog path, with
         the reset cause machine.reset() gives. Called from inside a firmware task, so the
         reboot happens just after, from the loop."""
         cause = emul.use_fake_machine().HARD_RESET
-        asyncio.get_running_loop().call_soon(self._reboot, why, cause)
+        self._tasks.append(asyncio.ensure_future(self._reboot(why, cause)))
 
     async def close(self):
         self.device.cancel_tasks()
