@@ -2,8 +2,9 @@
 
     python -m backhug_host.vdev.build          # build (once) and print the binary's path
 
-The source is the archive in ../shared/micropython/ (the commit tools/backhug_host/mplib.json
-names; BACKHUG_MICROPYTHON_SRC may point at an unpacked checkout instead). It is unpacked into
+The source is the archives in ../shared/micropython/ (MicroPython and micropython-lib at the
+commits tools/backhug_host/mplib.json names; BACKHUG_MICROPYTHON_SRC may point at an unpacked
+checkout with its submodules instead). They are unpacked into
 build/vdev/src/ and built there with the switches ../shared/micropython/README.md gives (no
 FFI, no btree, no TLS: none of them is on the device), then kept: about a minute on 2 cores
 the first time, nothing afterwards. Needs a C compiler and make.
@@ -36,11 +37,10 @@ class BuildError(Exception):
     pass
 
 
-def _archive():
-    commit = mplib.lock()["micropython"]
-    path = mplib.SHARED / ("micropython-%s.tar.gz" % commit[:8])
+def _archive(name, commit):
+    path = mplib.SHARED / ("%s-%s.tar.gz" % (name, commit[:8]))
     if not path.is_file():
-        raise BuildError("no MicroPython source: %s is missing (../shared/micropython)" % path)
+        raise BuildError("no %s source: %s is missing (../shared/micropython)" % (name, path))
     return path
 
 
@@ -49,15 +49,22 @@ def source_dir():
     given = os.environ.get("BACKHUG_MICROPYTHON_SRC")
     if given:
         return Path(given)
-    archive = _archive()
+    pins = mplib.lock()
+    # MicroPython, and micropython-lib where its submodule goes (the unix port's frozen
+    # manifest requires packages from it)
+    archives = (
+        (_archive("micropython", pins["micropython"]), SRC),
+        (_archive("micropython-lib", pins["micropython_lib"]), SRC / "micropython" / "lib"),
+    )
     tree = SRC / "micropython"
     stamp = SRC / ".unpacked"
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    digest = hashlib.sha256(b"".join(a.read_bytes() for a, _ in archives)).hexdigest()
     if stamp.is_file() and stamp.read_text() == digest:
         return tree
-    SRC.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive) as tf:
-        tf.extractall(SRC, filter="data")
+    for archive, dest in archives:
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tf:
+            tf.extractall(dest, filter="data")
     stamp.write_text(digest)
     return tree
 
