@@ -250,18 +250,25 @@ async def _direct(args, person, programme, progress):
         await run.close()
 
 
-async def _through_ble(args, person, programme, out):
+async def _through_ble(args, person, programme, out, vdev=False):
     # The phone's way: the reference client pairs over BLE (Bumble) in the pairing window and
     # runs the session with the protocol's commands; progress and the picture come from the
     # state and telemetry notifications it receives. The physics is sampled on the side for
-    # the true peak force.
-    from backhug_host.blesim import BleSim
+    # the true peak force. vdev: the device is the virtual one (the firmware on MicroPython,
+    # backhug_host.vdev.session) instead of the CPython firmware (BleSim).
     from backhug_host.client.cli import state_line
     from backhug_host.client.core import CommandRefused
 
     if args.board != "sim":
         raise ValueError("--board: the BLE session runs the sim board (use --direct)")
-    sim = BleSim(person=person, seed=args.seed)
+    if vdev:
+        from backhug_host.vdev.session import VdevSession
+
+        sim = VdevSession(person=person, seed=args.seed, out=out)
+    else:
+        from backhug_host.blesim import BleSim
+
+        sim = BleSim(person=person, seed=args.seed)
     run = sim.run
     progress = _BleProgress(out, run)
     truth = asyncio.create_task(_watch_truth(run))
@@ -297,14 +304,25 @@ async def _through_ble(args, person, programme, out):
             "after": rep["after"],
             "tracked": rep["tracked"],
             "telemetry_frames": client.frames,
-            "ble_notifications": sim.service.sent,
         }
         progress.done()
-        out.write(
-            f"over BLE: {client.frames} telemetry frames, {sim.service.sent} notifications"
-            f" at MTU {client.link.mtu}\n"
-        )
+        if vdev:
+            # the firmware's own count is inside MicroPython: what the phone received instead
+            result["telemetry_notifications"] = sim.packets
+            sent = f"{sim.packets} telemetry notifications received"
+        else:
+            result["ble_notifications"] = sim.service.sent
+            sent = f"{sim.service.sent} notifications"
+        out.write(f"over BLE: {client.frames} telemetry frames, {sent} at MTU {client.link.mtu}\n")
+        if vdev:
+            out.write(sim.summary() + "\n")
         return run, result
+    except Exception as e:
+        tail = sim.console_tail() if vdev and not isinstance(e, ValueError) else ""
+        if tail:  # what the firmware printed before it went wrong
+            progress.done()
+            sys.stderr.write("virtual device console (last lines):\n" + tail + "\n")
+        raise
     finally:
         truth.cancel()
         await sim.close()
@@ -377,7 +395,23 @@ def main(argv=None, out=sys.stdout):
         action="store_true",
         help="call the firmware's commands directly instead of through BLE and the client",
     )
+    p.add_argument(
+        "--vdev",
+        action="store_true",
+        help="run the session on the virtual device: the firmware on MicroPython's unix port"
+        " (built on first use), driven over BLE by the client as usual",
+    )
     args = p.parse_args(argv)
+    if args.vdev and args.direct:
+        print(
+            "--vdev: the virtual device's firmware runs inside MicroPython, where its commands"
+            " cannot be called directly; drop --direct (the session goes over BLE)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.vdev and args.board != "sim":
+        print(f"--vdev: the virtual device is the sim board, not {args.board}", file=sys.stderr)
+        return 2
 
     programme = None
     if args.programme is not None:
@@ -392,11 +426,26 @@ def main(argv=None, out=sys.stdout):
         print(f"person: {e}", file=sys.stderr)
         return 2
 
+    if args.vdev:
+        from backhug_host.vdev import build
+
+        try:
+            from backhug_host.vdev.session import ensure_interpreter
+
+            ensure_interpreter(out)
+        except build.BuildError as e:
+            print(f"--vdev: cannot build the interpreter: {e}", file=sys.stderr)
+            return 2
+
     progress = _Progress(out)
     wall0 = time.perf_counter()
     try:
         if args.direct:
             run, result = hostrt.run(_direct(args, person, programme, progress))
+        elif args.vdev:
+            # the idle grace tests/vdev use: the interpreter is a real process
+            coro = _through_ble(args, person, programme, out, vdev=True)
+            run, result = hostrt.run(coro, idle_grace_s=5.0)
         else:
             run, result = hostrt.run(_through_ble(args, person, programme, out))
     except ValueError as e:

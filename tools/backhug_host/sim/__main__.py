@@ -3,7 +3,8 @@
 Commands:
     session    (the default) a complete treatment session with a simulated person lying on the
                device, in virtual time: progress, the tension report and a PNG picture
-               (backhug_host/simsession.py; `session --help` lists its options)
+               (backhug_host/simsession.py; `session --help` lists its options; with --vdev
+               on the virtual device, the firmware on MicroPython: backhug_host/vdev/session.py)
     serve      the simulated device in wall-clock time, its BLE radio reachable as HCI over TCP
                on loopback, so the client (`backhug --hci tcp-client:127.0.0.1:PORT ...`) or
                smpclient's Bumble transport can drive it from another process; with
