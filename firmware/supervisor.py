@@ -31,8 +31,12 @@ class Supervisor:
         self.last_um = array("i", [0] * n)  # what was written last tick
         self.pressing_ms = 0  # time spent pressing in the current session
         self.overforce_events = 0  # since boot
-        self._overforce_recent = 0
-        self._overforce_window_ms = 0
+        # when the previous OVERFORCE_LATCH - 1 episodes began (ms on this supervisor's clock,
+        # a ring): a sliding window, so three episodes 4 s apart are a fault wherever they fall
+        # (a window restarted every 10 s missed them when a restart fell between two)
+        self._episode_ms = array("i", [0] * (OVERFORCE_LATCH - 1))
+        self._episode_next = 0
+        self._clock_ms = 0
         self._over_last = False
         self.max_force_cn = 0  # highest reading seen since boot, for reports
         self.fault_code = 0  # the latched fault (firmware.faults), 0 when none
@@ -54,10 +58,7 @@ class Supervisor:
             if forces_cn[i] > peak:
                 peak = forces_cn[i]
         self.max_force_cn = peak
-        self._overforce_window_ms += dt_ms
-        if self._overforce_window_ms >= OVERFORCE_WINDOW_MS:
-            self._overforce_window_ms = 0
-            self._overforce_recent = 0
+        self._clock_ms += dt_ms
 
     def clamp(self, forces_cn, targets_um):
         cap = self.cap_cn
@@ -95,9 +96,15 @@ class Supervisor:
         self._over_last = over
         if new_episode:
             self.overforce_events += 1
-            self._overforce_recent += 1
-            if self._overforce_recent >= OVERFORCE_LATCH:
-                self._overforce_recent = 0
+            ring = self._episode_ms
+            k = self._episode_next
+            oldest = ring[k]  # the episode OVERFORCE_LATCH - 1 before this one (0: none)
+            now = self._clock_ms + 1  # + 1: 0 marks an empty slot
+            ring[k] = now
+            self._episode_next = (k + 1) % (OVERFORCE_LATCH - 1)
+            if oldest and now - oldest <= OVERFORCE_WINDOW_MS:
+                for j in range(OVERFORCE_LATCH - 1):
+                    ring[j] = 0
                 self.fault(faults.OVER_FORCE, "")
 
     # -- faults: latch, log, acknowledge ------------------------------------------------------
