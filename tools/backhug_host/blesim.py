@@ -260,23 +260,30 @@ class BleSim:
         return client
 
     async def connect(self, link, *, pair=True, window=True, mtu=247):
-        address = blestack.world().address
-        try:
-            encrypted = await link.connect(address, mtu=mtu)
-        except NotPaired:
-            # the phone kept keys the device never stored (or has forgotten): drop them and
-            # pair afresh, as the app does
-            await link.device.keystore.delete(str(address))
-            if link.is_connected:
-                await link.disconnect()
-            encrypted = await link.connect(address, mtu=mtu, encrypt=False)
-        if pair and not encrypted:
-            if window:
-                await self.open_pairing_window()
-            await link.pair()
-            # the device disconnects a link it did not bond within its 100 ms link check
-            await asyncio.sleep(0.3)
-        return link
+        return await connect_phone(link, self.open_pairing_window, pair=pair, window=window,
+                                   mtu=mtu)  # fmt: skip
+
+
+async def connect_phone(link, open_window, *, pair=True, window=True, mtu=247):
+    """Connect a phone's link to the simulated device (and pair it, first opening the window
+    with `open_window()` if asked), as the app does; returns the link."""
+    address = blestack.world().address
+    try:
+        encrypted = await link.connect(address, mtu=mtu)
+    except NotPaired:
+        # the phone kept keys the device never stored (or has forgotten): drop them and
+        # pair afresh, as the app does
+        await link.device.keystore.delete(str(address))
+        if link.is_connected:
+            await link.disconnect()
+        encrypted = await link.connect(address, mtu=mtu, encrypt=False)
+    if pair and not encrypted:
+        if window:
+            await open_window()
+        await link.pair()
+        # the device disconnects a link it did not bond within its 100 ms link check
+        await asyncio.sleep(0.3)
+    return link
 
 
 async def _hang():

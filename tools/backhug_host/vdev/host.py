@@ -50,6 +50,11 @@ _Q = struct.Struct("<Q")
 _QB = struct.Struct("<qB")
 _UUID_TAG = "__uuid__"
 _HANDLER_TAG = "__handler__"
+# the exception classes mp/vlink.py raises on the device (anything else arrives as RuntimeError)
+_DEVICE_ERRORS = (
+    "OSError", "ValueError", "TypeError", "KeyError", "IndexError", "RuntimeError",
+    "NotImplementedError", "AttributeError", "OverflowError", "MemoryError", "Exception",
+)  # fmt: skip
 FLASH_BLOCKS = 512  # 2 MiB of littlefs, the size of the ESP32-S3 board's vfs partition
 DEFAULT_HEAP = 2 * 1024 * 1024
 
@@ -241,8 +246,11 @@ class VirtualDevice:
         self._tx.write(_HDR.pack(op, len(payload)) + payload)
 
     def _error(self, exc):
+        # MicroPython has no OSError subclasses (CPython makes OSError(ETIMEDOUT) a
+        # TimeoutError): the device gets the first class of the MRO that it knows
+        name = next(c.__name__ for c in type(exc).__mro__ if c.__name__ in _DEVICE_ERRORS)
         args = tuple(a if isinstance(a, (int, str)) else str(a) for a in exc.args)
-        self._answer(ERR, repr((type(exc).__name__, args)).encode())
+        self._answer(ERR, repr((name, args)).encode())
 
     def _from_device(self, v):
         if isinstance(v, tuple):
@@ -265,6 +273,13 @@ class VirtualDevice:
             return
         if op == ADVANCE:
             self.clock.advance_us(struct.unpack("<I", payload)[0])
+            return
+        if op == IDLE:
+            # a sleep where the device cannot give the CPU away (inside an interrupt handler,
+            # a script): the time passes, nothing else runs
+            us, _early = _QB.unpack(payload)
+            self.clock.advance_us(max(0, us))
+            self._answer(WAKE, _Q.pack(self.sim._now_us()))
             return
         try:
             if op == ADC_U16:
@@ -397,6 +412,11 @@ class VirtualDevice:
                     pass
         self._kill()
 
+    def debug_exec(self, code):
+        """Run `code` inside the running firmware now (the device must be idle: call it from a
+        host task). For tests that break the firmware on purpose (a hung or crashing task)."""
+        return self.call_irq("exec", (code,), wake=True)
+
     # -- scripts (provisioning, inspection) ---------------------------------------------------
     # The interpreter in "repl" mode runs what run_script() sends, synchronously: nothing of
     # the host runs meanwhile (an idle only moves the clock).
@@ -410,10 +430,6 @@ class VirtualDevice:
             op, payload = self._frame()
             if op == REPL:
                 return payload
-            if op == IDLE:
-                us, _early = _QB.unpack(payload)
-                self.clock.advance_us(max(0, us))
-                self._answer(WAKE, _Q.pack(self.sim._now_us()))
             else:
                 try:
                     self._serve_one(op, payload)
@@ -436,6 +452,11 @@ class VirtualDevice:
             self._kill()
         if reset:
             self.sim.world.reboot(emul.use_fake_machine().HARD_RESET)
+
+    def probe(self, name, *args):
+        """Call the device's measuring point `name` (mp/vprobe.py) and return its result. Only
+        while the device idles: from a host task (the device is then waiting in asyncio)."""
+        return self.call_irq(0, (name,) + args, wake=False)  # 0: vprobe.HID
 
 
 def _done(fut):

@@ -23,9 +23,9 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from backhug_host import blestack, bundler, mplib
+from backhug_host import blesim, blestack, bundler, mplib
 from backhug_host.client.core import BackHugClient
-from backhug_host.client.link import BumbleLink, NotPaired
+from backhug_host.client.link import BumbleLink
 from backhug_host.factory import devlink, provision
 from backhug_host.sim.device import SimDevice
 from backhug_host.vdev.host import VirtualDevice
@@ -172,21 +172,9 @@ class VdevSim:
 
     async def phone(self, *, pair=True, window=True, mtu=247):
         """A new phone, connected (and paired in the pairing window); returns its client."""
-        central = await self.central()
-        link = BumbleLink(central)
-        address = blestack.world().address
-        try:
-            encrypted = await link.connect(address, mtu=mtu)
-        except NotPaired:
-            await link.device.keystore.delete(str(address))
-            if link.is_connected:
-                await link.disconnect()
-            encrypted = await link.connect(address, mtu=mtu, encrypt=False)
-        if pair and not encrypted:
-            if window:
-                await self.open_pairing_window()
-            await link.pair()
-            await asyncio.sleep(0.3)
+        link = BumbleLink(await self.central())
+        await blesim.connect_phone(link, self.open_pairing_window, pair=pair, window=window,
+                                   mtu=mtu)  # fmt: skip
         client = BackHugClient(link)
         if pair:
             await client.connect()
