@@ -412,10 +412,11 @@ class VirtualDevice:
                     pass
         self._kill()
 
-    def debug_exec(self, code):
+    def debug_exec(self, code, expr=None):
         """Run `code` inside the running firmware now (the device must be idle: call it from a
-        host task). For tests that break the firmware on purpose (a hung or crashing task)."""
-        return self.call_irq("exec", (code,), wake=True)
+        host task) and return the value of `expr` there (a literal). For tests that break the
+        firmware on purpose (a hung or crashing task) or look inside it."""
+        return self.call_irq("exec", (code, expr), wake=True)
 
     # -- scripts (provisioning, inspection) ---------------------------------------------------
     # The interpreter in "repl" mode runs what run_script() sends, synchronously: nothing of

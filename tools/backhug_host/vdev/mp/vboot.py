@@ -79,10 +79,13 @@ sys.path[:] = ["", ".frozen", "/lib"]  # the ESP32 port's sys.path
 del fd_in, fd_out, asyncio_dir, image, blocks
 
 
-def _debug_exec(code):
-    # The host's debugger (VirtualDevice.debug_exec): run code inside the running firmware,
-    # as a test's fault injection would through a JTAG probe. Only the bridge has it.
-    exec(code, {"__name__": "__debug__"})
+def _debug_exec(code, expr=None):
+    # The host's debugger (VirtualDevice.debug_exec): run code inside the running firmware, as
+    # a test's fault injection or inspection would through a JTAG probe; returns the value of
+    # expr afterwards (None without one). Only the bridge has it.
+    g = {"__name__": "__debug__"}
+    exec(code, g)
+    return eval(expr, g) if expr else None
 
 
 vlink.handlers["exec"] = _debug_exec
