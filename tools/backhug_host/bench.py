@@ -1,8 +1,10 @@
-"""Benchmark runner: `make bench` (python -m backhug_host.bench [--no-mpy] [--out FILE]).
+"""Benchmark runner: `make bench`
+(python -m backhug_host.bench [--no-mpy] [--out FILE] [NAME ...]).
 
 Runs every module in backhug_host.benches (each exposes run() -> list of results) and the
 MicroPython benchmarks (tests/mpy/bench_*.py, through `node tests/mpy/run.mjs --bench`), writes
-all results to build/bench.json and prints a table.
+all results to build/bench.json and prints a table. NAMEs select modules of backhug_host.benches
+(e.g. `vdev`; "mpy" for the tier-2 scripts): only those run.
 
 A result is {"name", "value", "unit"} with optional "target", "better" ("higher"/"lower") and
 "interpreter" (what ran it: "micropython-1.29.0 wasm" from run.mjs; a Python bench's default is
@@ -49,16 +51,22 @@ def verdict(result):
     return "ok" if result["value"] >= target else "MISS"
 
 
-def run_python_benches():
+def bench_modules():
+    return sorted(m.name for m in pkgutil.iter_modules(benches.__path__))
+
+
+def run_python_benches(only=None):
     results, errors = [], []
-    for info in sorted(pkgutil.iter_modules(benches.__path__), key=lambda m: m.name):
-        name = "backhug_host.benches." + info.name
+    for name in bench_modules():
+        if only is not None and name not in only:
+            continue
+        module_name = "backhug_host.benches." + name
         try:
-            module = importlib.import_module(name)
+            module = importlib.import_module(module_name)
             for r in module.run():
-                results.append(dict({"interpreter": _CPYTHON}, **dict(r, source=info.name)))
+                results.append(dict({"interpreter": _CPYTHON}, **dict(r, source=name)))
         except Exception:
-            errors.append("%s failed:\n%s" % (name, traceback.format_exc()))
+            errors.append("%s failed:\n%s" % (module_name, traceback.format_exc()))
     return results, errors
 
 
@@ -112,10 +120,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m backhug_host.bench")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="JSON report (build/bench.json)")
     parser.add_argument("--no-mpy", action="store_true", help="skip the MicroPython benchmarks")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help="run only these modules of backhug_host.benches (%s; mpy: the tier-2 scripts)"
+        % ", ".join(bench_modules()),
+    )
     args = parser.parse_args(argv)
+    only = set(args.names) or None
+    unknown = (only or set()) - set(bench_modules()) - {"mpy"}
+    if unknown:
+        parser.error("no such benchmark: " + ", ".join(sorted(unknown)))
 
-    results, errors = run_python_benches()
-    if not args.no_mpy:
+    results, errors = run_python_benches(only)
+    if not args.no_mpy and (only is None or "mpy" in only):
         more, more_errors = run_mpy_benches()
         results += more
         errors += more_errors

@@ -137,9 +137,10 @@ def alloc_stop():
 # On the device machine, bluetooth, time and select are C and allocate (almost) nothing; here
 # they are Python and frame every access (bytes, tuples, repr/eval), which swamps what the
 # firmware itself allocates. arm() wraps their entry points the firmware calls so that what they
-# allocate is added up (bridge), less what the firmware's own IRQ handlers allocate inside them
-# (handler): firmware = everything - (bridge - handler). The wrappers have fixed arities, as
-# MicroPython allocates nothing to call such a function (a *args tuple or **kwargs dict it would);
+# allocate is added up, less what the firmware's own IRQ handlers allocate inside them: the
+# bridge's share (alloc_stop), and firmware = everything - that. The wrappers have fixed
+# arities, as MicroPython allocates nothing to call such a function (a *args tuple or **kwargs
+# dict it would);
 # functions the firmware captured (from time import sleep_us) are swapped in every module too.
 # A buffer the device's C would hand back as well (gatts_read, readfrom_mem) stays firmware's.
 #
@@ -209,21 +210,33 @@ def _wrapper_src(req, opt, kw, owned):
         args = req + "".join(", " + o for o in opt[:i]) + kwargs
         calls.append((("%s is not _N" % opt[i - 1]) if i else None, "fn(%s)" % args))
     params = req + "".join(", %s=_N" % o for o in opt) + (", *, " + kw if kw else "")
-    src = ["def wrap(fn):", "    def w(%s):" % params,
-           "        global _depth, _m0, _bridge, _calls", "        if _depth:"]
+    src = [
+        "def wrap(fn):",
+        "    def w(%s):" % params,
+        "        global _depth, _m0, _bridge, _calls",
+        "        if _depth:",
+    ]
     for cond, call in calls:
         src.append("            %sreturn %s" % ("if %s: " % cond if cond else "", call))
-    src += ["        _depth = 1", "        _calls += 1", "        _m0 = gc.mem_alloc()",
-            "        try:"]
+    src += [
+        "        _depth = 1",
+        "        _calls += 1",
+        "        _m0 = gc.mem_alloc()",
+        "        try:",
+    ]
     if len(calls) == 1:
         src.append("            r = " + calls[0][1])
     else:
         for j, (cond, call) in enumerate(calls):
-            src.append("            " + ("%s %s:" % ("elif" if j else "if", cond) if cond
-                                         else "else:"))
+            src.append(
+                "            " + ("%s %s:" % ("elif" if j else "if", cond) if cond else "else:")
+            )
             src.append("                r = " + call)
-    src += ["        finally:", "            _bridge += gc.mem_alloc() - _m0",
-            "            _depth = 0"]
+    src += [
+        "        finally:",
+        "            _bridge += gc.mem_alloc() - _m0",
+        "            _depth = 0",
+    ]
     if owned:
         src.append("        _bridge -= _owned(r)")
     src += ["        return r", "    return w"]
