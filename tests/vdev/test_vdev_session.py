@@ -110,3 +110,42 @@ def test_provisioned_unit_boots_pairs_runs_a_session_and_survives_a_phone_drop(t
     for key in ("before", "after"):
         for d, h in zip(device[key], host[key], strict=True):
             assert h > 0 and abs(d - h) <= MATCH * h, (key, device[key], host[key])
+
+
+def test_a_phone_dropping_at_every_phase_of_the_notification_slot(tmp_path, bundle=None):
+    # The bug the real stack showed: once a phone is gone, aioble hands gatts_notify a None
+    # handle before the service's 100 ms link check notices, and MicroPython's bluetooth module
+    # raises TypeError. Drops at every 10 ms phase of the 250 ms telemetry period (measured
+    # from the last telemetry packet the phone got, so some drops land just before the next
+    # one is due) must leave the BLE task running (a dead task stops the watchdog: a reset).
+    async def main():
+        sim = VdevSim(person={}, workdir=tmp_path)
+        if bundle is not None:
+            sim.provision(bundle)
+        await sim.start()
+        try:
+            phone = await sim.central()
+            client = BackHugClient(await _pair(sim, phone))
+            await client.connect()
+            await client.start(10, 0)
+            await client.wait_state(lambda s: s["state"] == "treating", timeout_s=200)
+            for delay_ms in range(0, 250, 10):
+                sent = asyncio.get_running_loop().create_future()
+                client.on_packet = lambda _p, sent=sent: sent.done() or sent.set_result(None)
+                await asyncio.wait_for(sent, 3)
+                await asyncio.sleep(delay_ms / 1000)
+                await client.link.disconnect()
+                await asyncio.sleep(0.5)
+                link = BumbleLink(phone)
+                assert await link.connect(blestack.world().address) is True, delay_ms
+                client = BackHugClient(link)
+                await client.connect()
+                assert client.latest_state["state"] == "treating", delay_ms
+                assert client.latest_state["fault"] == 0, (delay_ms, client.latest_state)
+            assert sim.device.resets == []
+            await sim.device.stop()
+            assert all(code != 14 for code, _ in _faults_of(sim))
+        finally:
+            await sim.close()
+
+    _run(main())
