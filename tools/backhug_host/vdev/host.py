@@ -139,7 +139,6 @@ class VirtualDevice:
         self.output = []  # console lines when no file is given
         self.boots = 0
         self.resets = []  # (elapsed_ms, why) of each reset
-        self.irq_errors = []
         self.requests = 0  # frames served (all boots)
         self._proc = None
         self._objs = {}
@@ -149,7 +148,6 @@ class VirtualDevice:
         self._early = True
         self._reboot = None
         self._running = False
-        self._stopped = asyncio.Event()
         self._rebooted = asyncio.Event()
 
     # -- objects the device holds -------------------------------------------------------------
@@ -357,8 +355,6 @@ class VirtualDevice:
             self.exit_reason = str(e)
             self._kill()
             raise
-        finally:
-            self._stopped.set()
 
     async def _serve_until_reboot(self):
         loop = asyncio.get_running_loop()

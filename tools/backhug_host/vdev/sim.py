@@ -114,7 +114,6 @@ class VdevSim:
         self.console = open(self.workdir / "console.log", "ab")
         kw = {} if heap is None else {"heap": heap}
         self.device = VirtualDevice(self.sim, self.flash, console=self.console, **kw)
-        self.device.on_reboot = self._on_reboot
         self.log = log or (lambda msg: None)
         self._phones = 0
 
@@ -148,9 +147,6 @@ class VdevSim:
         blestack.reset()
         await self.device.start()
         return self
-
-    def _on_reboot(self):
-        pass
 
     async def close(self):
         await self.device.stop()
