@@ -7,7 +7,7 @@
 from firmware import faults
 from firmware import session as ses
 from firmware.drivers.fault import DriverFault
-from firmware.runtime import const, ticks_diff
+from firmware.runtime import const, micropython, ticks_diff
 
 PERIOD_MS = const(10)
 _MAX_STEP_MS = const(50)  # a late tick must not make the control law jump
@@ -27,6 +27,7 @@ class Controller:
         self.outputs_failed = False  # a PWM chip failed: fingers can no longer be written
         self._last_ms = None
 
+    @micropython.native
     def tick(self, now_ms):
         last = self._last_ms
         dt = PERIOD_MS if last is None else ticks_diff(now_ms, last)

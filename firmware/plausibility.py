@@ -35,7 +35,7 @@ from firmware.faults import (
     SENSOR_SHORT,
     SENSOR_STUCK,
 )
-from firmware.runtime import const
+from firmware.runtime import const, micropython
 
 # 5 counts from either end of the 12-bit range is a rail. The board validation makes full scale
 # exceed the force cap, so a high-rail reading is never a force to trust; the offsets sit ~40
@@ -127,6 +127,7 @@ class SensorCheck:
         self.code = 0
         self.finger = _NONE
 
+    @micropython.native
     def check(self, dt_ms, raw, forces_cn, targets_um, contact_um, presence_ok):
         if dt_ms < 0:
             dt_ms = 0

@@ -1,6 +1,16 @@
 # The one module that knows whether we run on MicroPython (the device) or on CPython (the host).
-# Everything else imports ticks, sleeps, const and the asyncio extras from here, so the rest of
-# the firmware runs unchanged on both.
+# Everything else imports ticks, sleeps, const, the asyncio extras and `micropython` (for the
+# code emitter decorators) from here, so the rest of the firmware runs unchanged on both.
+#
+# Native code: the control tick's hot loops carry `@micropython.native` (`from firmware.runtime
+# import micropython`). The decorator is the compiler's, not a function: mpy-cross and any port
+# with a native emitter (the ESP32-S3's xtensawin, the unix port's x64) compile those functions
+# to machine code; on CPython `micropython` here is a stand-in whose native/viper return the
+# function unchanged. A port without the emitter (the WebAssembly build of tier 2) rejects the
+# decorator at compile time, so tests/mpy/run.mjs drops those decorator lines as it copies the
+# files in: the same code runs there as bytecode. Only `native` is used: it keeps Python's
+# semantics exactly (viper's machine-word ints and pointer loads differ between 32- and 64-bit
+# ports, e.g. ptr32 loads zero-extend on x64, so the host could not check what the device does).
 #
 # On the device these are MicroPython's own functions. On the host nothing here reads a clock by
 # itself: the host runtime (tools/backhug_host/hostrt.py) installs one with install(), either a
@@ -14,6 +24,7 @@ ON_DEVICE = sys.implementation.name == "micropython"
 
 if ON_DEVICE:
     import asyncio
+    import micropython
     from micropython import const
     from time import sleep_ms as block_ms
     from time import sleep_us as block_us
@@ -31,6 +42,18 @@ else:
 
     def const(value):
         return value
+
+    class micropython:  # noqa: N801 - stands in for the module of that name
+        # The emitter decorators: the function itself, run as Python.
+        @staticmethod
+        def native(fn):
+            return fn
+
+        @staticmethod
+        def viper(fn):
+            return fn
+
+        const = staticmethod(const)
 
     # MicroPython's ticks wrap at 2**30 on 32-bit ports (the small-int range): TICKS_PERIOD in
     # py/mphal.h is MICROPY_PY_TIME_TICKS_PERIOD = MP_SMALL_INT_POSITIVE_MASK + 1.

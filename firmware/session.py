@@ -14,7 +14,7 @@
 from array import array
 
 from firmware import legrestctl
-from firmware.runtime import const
+from firmware.runtime import const, micropython
 from firmware.treatments import areas, contour, control, flows, strength, tension
 
 IDLE = const(0)
@@ -212,10 +212,12 @@ class Session:
         else:
             self._treat(dt_ms, forces_cn, targets_um)
 
+    @micropython.native
     def _home(self, targets_um):
         for i in range(self._n):
             targets_um[i] = 0
 
+    @micropython.native
     def _hold(self, dt_ms, forces_cn, targets_um):
         # keep light contact on every finger that found the back
         touch = self.touch_cn
@@ -225,6 +227,7 @@ class Session:
             demand[i] = touch if mask[i] else 0
         self.control.step(dt_ms, forces_cn, demand, targets_um)
 
+    @micropython.native
     def _present(self, dt_ms, forces_cn):
         # Fingers in contact keep at least a light touch, so a person lying there keeps a
         # share of them loaded; when almost none are for PRESENCE_LOST_MS, they got up.
@@ -264,6 +267,7 @@ class Session:
             only[i] = 1 if (mask[i] and contact[i]) else 0
         self.pattern.configure(flow, only, tempo_pct)
 
+    @micropython.native
     def _treat(self, dt_ms, forces_cn, targets_um):
         if not self._present(dt_ms, forces_cn):
             self._finish(END_PERSON_LEFT)

@@ -11,7 +11,7 @@ from array import array
 
 from firmware import faults
 from firmware import session as ses
-from firmware.runtime import const
+from firmware.runtime import const, micropython
 
 RETRACT_UM = const(5_000)  # an over-force finger backs off this far in the same tick
 MAX_INDENT_UM = const(20_000)  # deepest a finger may go past the back's contact height
@@ -45,6 +45,7 @@ class Supervisor:
         self.log = None  # firmware.faultlog.FaultLog, when the system has one
         self.probe = None  # callable(code, detail) -> True once the condition has cleared
 
+    @micropython.native
     def check(self, dt_ms, forces_cn):
         s = self.session
         if s.pressing:
@@ -60,6 +61,7 @@ class Supervisor:
         self.max_force_cn = peak
         self._clock_ms += dt_ms
 
+    @micropython.native
     def clamp(self, forces_cn, targets_um):
         cap = self.cap_cn
         stroke = self.stroke_um

@@ -6,7 +6,7 @@
 from array import array
 
 from firmware.drivers.fault import DriverFault, not_ready
-from firmware.runtime import const
+from firmware.runtime import const, micropython
 
 _OSC_MHZ = const(25)  # PCA9685 oscillator: one count lasts (prescale + 1) / 25 us
 
@@ -93,6 +93,7 @@ class FingerBank:
             self.stroke_um
         )
 
+    @micropython.native
     def write(self):
         # targets_um -> counts -> one burst per chip. Allocation-free; every intermediate stays a
         # small int (|dp| * stroke <= 2000 * 100_000 < 2**30).

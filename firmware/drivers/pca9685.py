@@ -10,7 +10,7 @@
 from array import array
 
 from firmware.drivers.fault import DriverFault, not_ready
-from firmware.runtime import block_us, const
+from firmware.runtime import block_us, const, micropython
 
 _MODE1 = const(0x00)
 _MODE2 = const(0x01)
@@ -145,6 +145,7 @@ class PCA9685:
     def set_pulse_us(self, ch, us):
         self.set_counts(ch, self.us_to_counts(us))
 
+    @micropython.native
     def write_all(self, n_channels):
         # Channels 0..n_channels-1 in one transaction: 1 + 4 * n bytes on the bus.
         if not self._div:

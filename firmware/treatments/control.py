@@ -26,7 +26,7 @@
 
 from array import array
 
-from firmware.runtime import const
+from firmware.runtime import const, micropython
 
 K_MIN_CN_MM = const(100)  # 1 N/mm
 K_MAX_CN_MM = const(3_000)  # 30 N/mm
@@ -53,6 +53,7 @@ class ForceControl:
         for i in range(self._n):
             self.contact_um[i] = contact_um[i]
 
+    @micropython.native
     def step(self, dt_ms, forces_cn, demand_cn, targets_um):
         # targets_um: in, the previous command; out, this tick's command
         n = self._n

@@ -12,7 +12,7 @@
 # also limits every finger's change to 100 per 200 ms, which smooths the jumps a flow, area or
 # tempo change would otherwise make.
 
-from firmware.runtime import const
+from firmware.runtime import const, micropython
 
 TEMPO_MIN_PCT = const(25)
 TEMPO_MAX_PCT = const(400)
@@ -31,6 +31,7 @@ _DT_MAX_MS = const(1_000)  # a late tick advances the pattern by at most this mu
 _T_WRAP = const(1 << 29)  # flow time wraps here (days of flow time: never in a session)
 
 
+@micropython.native
 def _trap(x, rise, hold, fall):
     # 0 -> 100 over rise ms, 100 for hold ms, 100 -> 0 over fall ms, then 0
     if x < rise:
@@ -44,6 +45,7 @@ def _trap(x, rise, hold, fall):
     return 0
 
 
+@micropython.native
 def wave(t, row, col, rows, cols):
     # A band of rows travels from just above the area to just below it and back.
     p = t % (2 * _WAVE_PASS_MS)
@@ -63,11 +65,13 @@ def wave(t, row, col, rows, cols):
     return 100 - d * 100 // w
 
 
+@micropython.native
 def pulse(t, row, col, rows, cols):
     # the whole area presses and releases together: 1 s up, 1.5 s held, 1 s down, 1.5 s rest
     return _trap(t % _PULSE_MS, 1_000, 1_500, 1_000)
 
 
+@micropython.native
 def alternate(t, row, col, rows, cols):
     # left columns press in the first half of the cycle, right columns in the second; the two
     # sides never press at the same time
@@ -76,11 +80,13 @@ def alternate(t, row, col, rows, cols):
     return _trap(t % _ALT_MS, 1_000, 1_000, 1_000)
 
 
+@micropython.native
 def hold(t, row, col, rows, cols):
     # sustained press with a slow release: 2 s up, 8 s held, 3 s down, 1 s rest
     return _trap(t % _HOLD_MS, 2_000, 8_000, 3_000)
 
 
+@micropython.native
 def _walk_row(step, rows):
     # steps go down the area row by row and back up (ends visited once per cycle)
     m = 2 * (rows - 1)
@@ -90,6 +96,7 @@ def _walk_row(step, rows):
     return p if p < rows else m - p
 
 
+@micropython.native
 def walk(t, row, col, rows, cols):
     # one row (its left and right finger) at a time: 0.8 s up, 0.4 s held, 0.8 s down; the next
     # row rises while this one releases, so the sum stays near one row's worth
@@ -113,6 +120,12 @@ FLOWS = {
     "walk": walk,
 }
 FLOW_NAMES = ("wave", "pulse", "alternate", "hold", "walk")  # the order the docs and errors list
+# What each flow's value depends on besides time: Pattern.fill computes it once per distinct
+# (row, side) that matters instead of once per finger (wave: 13 calls a tick on 26 fingers,
+# pulse: one). A new flow that is not listed is called for every finger.
+_ROW = const(1)
+_COL = const(2)
+_USES = {"wave": _ROW, "pulse": 0, "alternate": _COL, "hold": 0, "walk": _ROW}
 
 
 def check_tempo(tempo_pct):
@@ -141,6 +154,11 @@ class Pattern:
         self._row = bytearray(n)  # row within the area's span
         self._col = bytearray(n)
         self._last = bytearray(n)  # previous output, for the slew limit
+        self._key = bytearray(n)  # the finger's entry in _vals
+        self._key_row = bytearray(n)  # per entry: the row and column it is computed for
+        self._key_col = bytearray(n)
+        self._vals = bytearray(n)  # this tick's value per entry
+        self._keys = 0
         self._fn = None
         self._rows = 1
         self._tempo = 100
@@ -173,6 +191,21 @@ class Pattern:
             self._row[i] = i // cols - first if m else 0
             self._col[i] = i % cols
         self._rows = last - first + 1
+        # one entry per distinct (row, column) the flow's value can depend on, in finger order
+        uses = _USES.get(flow, _ROW | _COL)
+        keys = 0
+        for i in range(n):
+            r = self._row[i] if uses & _ROW else 0
+            c = self._col[i] if uses & _COL else 0
+            k = 0
+            while k < keys and (self._key_row[k] != r or self._key_col[k] != c):
+                k += 1
+            if k == keys:
+                self._key_row[k] = r
+                self._key_col[k] = c
+                keys += 1
+            self._key[i] = k
+        self._keys = keys
         self._fn = FLOWS[flow]
         self.flow = flow
         self._tempo = tempo_pct
@@ -187,6 +220,7 @@ class Pattern:
             self._last[i] = 0
         self._t_prev = -1
 
+    @micropython.native
     def fill(self, t_ms, out):
         fn = self._fn
         last = self._last
@@ -211,13 +245,17 @@ class Pattern:
         self._t = t
         lim = (dt * 100 + _SLEW_MS - 1) // _SLEW_MS
         mask = self._mask
-        row = self._row
-        col = self._col
         rows = self._rows
         cols = self._cols
+        vals = self._vals
+        key_row = self._key_row
+        key_col = self._key_col
+        for k in range(self._keys):
+            vals[k] = fn(t, key_row[k], key_col[k], rows, cols)
+        key = self._key
         for i in range(n):
             if mask[i]:
-                v = fn(t, row[i], col[i], rows, cols)
+                v = vals[key[i]]
                 p = last[i]
                 if v > p + lim:
                     v = p + lim

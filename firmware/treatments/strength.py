@@ -8,7 +8,7 @@
 #   falling: one full span per fall_ms = 1 s: a person asking for less gets it quickly, but the
 #            fingers still ease off rather than drop.
 
-from firmware.runtime import const
+from firmware.runtime import const, micropython
 
 LEVEL_MIN = const(1)
 LEVEL_MAX = const(10)
@@ -70,6 +70,7 @@ class Ramp:
     def settled(self):
         return self.current_cn == self.goal_cn
 
+    @micropython.native
     def step(self, dt_ms):
         # advance by dt_ms and return the force target in cN
         cur = self.current_cn

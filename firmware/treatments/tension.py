@@ -24,7 +24,7 @@
 
 from array import array
 
-from firmware.runtime import const
+from firmware.runtime import const, micropython
 
 REGION_NAMES = (
     "upper_left",
@@ -101,6 +101,7 @@ class Tension:
             self._cxx[i] = 0
             self._cxf[i] = 0
 
+    @micropython.native
     def observe(self, forces_cn, positions_um, contact_um):
         thr = self._threshold
         cap = self._cap

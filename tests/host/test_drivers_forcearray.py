@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from backhug_host import emul
 from backhug_host.emul import world as W
 from firmware import boardspec
+from firmware.drivers import forcearray
 from firmware.drivers.fault import DriverFault
 
 emul.use_fake_machine()
@@ -114,3 +115,83 @@ def test_any_readings_convert_exactly(sim, readings):
     raw[:] = readings
     cn = hw.forces.read()
     assert list(cn) == [cn_of(BOARD, i, r) for i, r in enumerate(readings)]
+
+
+class _Line:
+    # a select line that records its writes into a shared log: (line, level)
+    def __init__(self, log, k):
+        self.log = log
+        self.k = k
+
+    def value(self, v=None):
+        self.log.append((self.k, v))
+
+
+class _MuxAdc:
+    # reads the channel the lines select: 100 * adc + channel
+    def __init__(self, lines_state, adc):
+        self.state = lines_state
+        self.adc = adc
+
+    def read_u16(self):
+        return (100 * self.adc + self.state[0]) << 4
+
+
+def _recording_array(board):
+    log = []
+    state = [0]
+
+    class Line(_Line):
+        def value(self, v=None):
+            super().value(v)
+            state[0] = (state[0] & ~(1 << self.k)) | ((1 if v else 0) << self.k)
+
+    lines = tuple(Line(log, k) for k in range(4))
+    adcs = tuple(_MuxAdc(state, a) for a in range(len(board.force["adc"])))
+    fa = forcearray.ForceArray(lines, adcs, board)
+    fa.init()
+    return fa, log, state
+
+
+@pytest.mark.parametrize("board_id", ["sim", "devkit", "backhug_v3"])
+def test_select_lines_step_in_gray_code_one_write_per_channel(vclock, board_id):
+    board = boardspec.load(board_id)
+    fa, log, state = _recording_array(board)
+    for n in range(3):
+        del log[:]
+        fa.read()
+        used = sorted(set(ch for _, ch in board.force["channels"]))
+        if used == list(range(16)):
+            # one line per channel, not four (the first read starts at channel 0, where init()
+            # left the lines; then the cycle back from the last channel to the first is a step)
+            assert len(log) == (15 if n == 0 else 16)
+        # every finger read its own channel (the ADC echoes the selected channel)
+        for i, (a, ch) in enumerate(board.force["channels"]):
+            assert fa.raw[i] == 100 * a + ch
+        # each write changes a line's level (no redundant writes)
+        levels = {}
+        for k, v in log:
+            assert levels.get(k) != v
+            levels[k] = v
+
+
+def test_a_read_cut_short_rewrites_every_line_next_time(vclock):
+    board = boardspec.load("sim")
+    fa, log, state = _recording_array(board)
+    fa.read()
+
+    class Broken:
+        def read_u16(self):
+            raise OSError(5)
+
+    good = fa._adcs
+    fa._adcs = (Broken(),) + good[1:]
+    with pytest.raises(OSError):
+        fa.read()
+    fa._adcs = good
+    state[0] = 0b1010  # whatever the lines were left at
+    del log[:]
+    fa.read()
+    assert sorted(k for k, _ in log[:4]) == [0, 1, 2, 3]  # all four written at the first channel
+    for i, (a, ch) in enumerate(board.force["channels"]):
+        assert fa.raw[i] == 100 * a + ch

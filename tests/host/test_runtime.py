@@ -103,3 +103,14 @@ def test_ticks_without_an_installed_clock_raise_instead_of_guessing(vclock):
 def test_const_is_the_identity_on_the_host():
     assert runtime.const(0x40) == 0x40
     assert runtime.ON_DEVICE is False
+
+
+def test_native_and_viper_decorators_are_the_function_itself_on_cpython():
+    from firmware.runtime import micropython
+
+    def f(x):
+        return x + 1
+
+    assert micropython.native(f) is f
+    assert micropython.viper(f) is f
+    assert micropython.const(7) == 7

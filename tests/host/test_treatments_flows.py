@@ -242,3 +242,26 @@ def test_configure_refuses_unknown_flows_and_tempos(flow, tempo, match):
 def test_configure_refuses_a_mask_for_another_board():
     with pytest.raises(ValueError, match="26"):
         flows.Pattern(SIM).configure("wave", bytearray(4), 100)
+
+
+
+@pytest.mark.parametrize("flow", flows.FLOW_NAMES)
+@pytest.mark.parametrize("area", ["full", "upper", "middle", "lower", "gappy"])
+def test_fill_gives_each_finger_its_own_flow_value(flow, area):
+    # fill() computes a value once per (row, side) the flow depends on: every finger must get
+    # what calling the flow for that finger gives. Steps of 370 ms: the slew limit (185 a step)
+    # never binds, so after the first call (which starts from rest) the values are the flow's.
+    if area == "gappy":  # fingers that found no back leave holes in the mask
+        mask = bytearray(1 if (i * 7) % 5 else 0 for i in range(SIM.finger_count))
+    else:
+        mask = areas.area_mask(SIM, area)
+    p = flows.Pattern(SIM)
+    p.configure(flow, mask, 100)
+    out = bytearray(SIM.finger_count)
+    fn = flows.FLOWS[flow]
+    p.fill(0, out)
+    for t in range(370, 30_000, 370):
+        p.fill(t, out)
+        for i in range(SIM.finger_count):
+            want = fn(p._t, p._row[i], p._col[i], p._rows, SIM.cols) if mask[i] else 0
+            assert out[i] == want, (t, i)

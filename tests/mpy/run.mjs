@@ -71,6 +71,16 @@ function loadPinnedLibs() {
   return pyFiles(dir).map((rel) => [rel, fs.readFileSync(path.join(dir, rel))]);
 }
 
+const NATIVE_DECORATOR = /^[ \t]*@micropython\.(native|viper)[ \t]*$/gm;
+
+function hasNativeEmitter(mp) {
+  mp.runPython(
+    "try:\n    exec('@micropython.native\\ndef _f():\\n    pass\\n')\n    _bh_native = True\n" +
+      "except SyntaxError:\n    _bh_native = False\n",
+  );
+  return Boolean(mp.globals.get("_bh_native"));
+}
+
 async function newInterpreter(onLine) {
   const mp = await loadMicroPython({ stdout: onLine, stderr: onLine, linebuffer: true });
   if (pinnedLibs === null) pinnedLibs = loadPinnedLibs();
@@ -79,11 +89,17 @@ async function newInterpreter(onLine) {
     mp.FS.mkdirTree(path.posix.dirname(dest));
     mp.FS.writeFile(dest, data);
   }
+  // This port has no native emitter: `@micropython.native` is a compile error here, so those
+  // decorator lines become blank lines (line numbers kept) and the functions run as bytecode,
+  // the fallback firmware/runtime.py describes.
+  const native = hasNativeEmitter(mp);
   const copyTree = (hostDir, mpDir) => {
     for (const rel of pyFiles(hostDir)) {
       const dest = mpDir + "/" + rel;
       mp.FS.mkdirTree(path.posix.dirname(dest));
-      mp.FS.writeFile(dest, fs.readFileSync(path.join(hostDir, rel)));
+      let data = fs.readFileSync(path.join(hostDir, rel));
+      if (!native) data = data.toString("utf8").replace(NATIVE_DECORATOR, "");
+      mp.FS.writeFile(dest, data);
     }
   };
   // the pins themselves, so that tests can check what /lib holds against them
