@@ -8,6 +8,7 @@ FORCE_CAP_MAX_CN = 20_000  # 200 N: no board may allow more, whatever its data s
 STRENGTH_LEVELS = 10
 REGION_NAMES = ("upper", "middle", "lower")
 MCUS = ("esp32s3", "host")
+CPU_FREQS_HZ = (80_000_000, 160_000_000, 240_000_000)  # what machine.freq() takes on the S3
 
 # GPIOs that exist and are free to use. ESP32-S3: 22..25 do not exist, 26..32 are the SPI
 # flash/PSRAM bus on every module. ADC pins must be ADC1 (GPIO 1..10): ADC2 is unusable while
@@ -194,6 +195,11 @@ def validate(data):
     if b.mcu not in MCUS:
         raise BoardError("mcu", "unknown MCU %r (known: %s)" % (b.mcu, ", ".join(MCUS)))
     pins = _Pins(b.mcu)
+    # CPU clock the firmware sets at boot (hal.build): the control tick's time budget assumes
+    # the ESP32-S3's 240 MHz; a stock build may boot at 160 MHz.
+    b.cpu_freq_hz = top.int("cpu_freq_hz", 80_000_000, 240_000_000, 240_000_000)
+    if b.cpu_freq_hz not in CPU_FREQS_HZ:
+        raise BoardError("cpu_freq_hz", "%d is not one of 80, 160 or 240 MHz" % b.cpu_freq_hz)
 
     s = top.section("i2c")
     b.i2c = {

@@ -5,7 +5,8 @@
 #     motor PWMs at 0) before any bus traffic;
 #   - the leg rest is braked, the fingers are written to their home (retracted) pulse and only
 #     then enabled, the LED and buzzer are off;
-#   - the watchdog is built but not armed (the system arms it once its loop runs).
+#   - the watchdog is built but not armed (the system arms it once its loop runs);
+#   - before all of that, the CPU clock is set to the board's cpu_freq_hz.
 # On the host the simulator puts a fake `machine` (tools/backhug_host/shims/machine.py) first on
 # sys.path, so this same code runs against emulated chips.
 
@@ -75,6 +76,9 @@ def build(board, init=True):
     # drivers uninitialised (outputs still created at their off levels) for tests that step
     # through the start-up themselves.
     hw = Hardware(board)
+    # The CPU clock first: the control tick's time budget assumes the board's (240 MHz on the
+    # ESP32-S3), and a stock MicroPython build may boot at 160 MHz.
+    machine.freq(board.cpu_freq_hz)
     # Outputs first, at their off levels.
     oe = Pin(board.pwm["oe_pin"], Pin.OUT, value=1)
     lr = board.legrest

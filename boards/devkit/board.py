@@ -5,6 +5,7 @@ BOARD = {
     "id": "devkit",
     "name": "ESP32-S3 DevKitC bench rig",
     "mcu": "esp32s3",
+    "cpu_freq_hz": 240_000_000,  # set at boot: the tick budget assumes 240 MHz
     "i2c": {"id": 0, "sda": 8, "scl": 9, "freq_hz": 400_000},
     "pwm": {"chips": (0x40,), "freq_hz": 50, "oe_pin": 21},
     "fingers": {

@@ -8,6 +8,10 @@ BOARD = {
     "id": "sim",
     "name": "BackHug simulator (v3 electronics, emulated)",
     "mcu": "host",
+    "cpu_freq_hz": 240_000_000,  # set at boot: the tick budget assumes 240 MHz
+    # 400 kHz (Fast mode), not the PCA9685's 1 MHz Fast-mode Plus: ESP-IDF's I2C master on the
+    # ESP32-S3 supports Standard and Fast mode only ("SCL in master mode should not be larger
+    # than 400 kHz"), so a tick's two bursts take 2.44 ms of wire time.
     "i2c": {"id": 0, "sda": 8, "scl": 9, "freq_hz": 400_000},
     "pwm": {"chips": (0x40, 0x41), "freq_hz": 50, "oe_pin": 21},
     "fingers": {

@@ -368,3 +368,17 @@ def test_error_is_a_value_error():
     d["watchdog_ms"] = 10
     with pytest.raises(ValueError, match=r"^watchdog_ms: 10 below the minimum 100$"):
         boardspec.validate(d)
+
+
+def test_cpu_clock_defaults_to_240_mhz_and_takes_the_s3_steps():
+    data = v3()
+    assert boardspec.validate(data).cpu_freq_hz == 240_000_000
+    del data["cpu_freq_hz"]
+    assert boardspec.validate(data).cpu_freq_hz == 240_000_000
+    for hz in boardspec.CPU_FREQS_HZ:
+        data["cpu_freq_hz"] = hz
+        assert boardspec.validate(data).cpu_freq_hz == hz
+    data["cpu_freq_hz"] = 120_000_000
+    refused(data, "cpu_freq_hz", "80, 160 or 240 MHz")
+    data["cpu_freq_hz"] = 480_000_000
+    refused(data, "cpu_freq_hz")

@@ -181,3 +181,13 @@ def test_watchdog_arms_with_the_factory():
     assert wd.armed and made == [1500] and wd._wdt.fed == 1
     with pytest.raises(ValueError):
         Watchdog(FakeWdt, 0)
+
+
+@pytest.mark.parametrize("board_id", ["sim", "devkit", "backhug_v3"])
+def test_build_sets_the_cpu_clock_from_the_board(world, board_id):
+    # the emulated ESP32-S3 boots at 160 MHz, as a stock build may; the tick budget needs 240
+    board = boardspec.load(board_id)
+    emul.attach_board(world, board)
+    assert world.cpu_freq_hz == 160_000_000
+    hal.build(board)
+    assert world.cpu_freq_hz == board.cpu_freq_hz == 240_000_000
