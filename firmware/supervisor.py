@@ -54,11 +54,9 @@ class Supervisor:
                 s.stop(ses.END_TIME_CAP)
         elif s.state == ses.IDLE:
             self.pressing_ms = 0
-        peak = self.max_force_cn
-        for i in range(self._n):
-            if forces_cn[i] > peak:
-                peak = forces_cn[i]
-        self.max_force_cn = peak
+        peak = max(forces_cn)  # one C loop over the readings (small ints: nothing allocated)
+        if peak > self.max_force_cn:
+            self.max_force_cn = peak
         self._clock_ms += dt_ms
 
     @micropython.native
