@@ -1,8 +1,9 @@
 # A whole control tick on the real MicroPython interpreter: the sim board's drivers on the
 # allocation-free fakes of test_drivers.py, a spring "person" behind the force ADCs, and the
 # session, supervisor, plausibility checks and controller exactly as the device wires them.
-# Used by test_tick.py and bench_tick.py to check the tick allocates nothing in steady state
-# and to time it.
+# Used by test_tick.py to check the tick allocates nothing in steady state. BenchRig (below) is
+# the same tick on stand-ins of about a C call's cost, for timing: bench_tick.py (tier 2) and
+# tools/backhug_host/benches/tick.py (the ESP32-S3 estimate, on the unix port, bench_main()).
 
 import sys
 from array import array
